@@ -1,0 +1,51 @@
+"""kvm_rs: BSD libkvm for Linux kernels and their crash dumps, with a Rust core.
+
+The libkvm calls (`open`, `openfiles`, `close`, `geterr`, `nlist`) return values the C way
+and never raise kvm errors; `Kvm` is the handle they return, and also opens directly,
+raising `KvmError`.
+"""
+
+from __future__ import annotations
+
+from . import paths
+from ._handle import Kvm, KvmInfo
+from ._libkvm import (
+    N_ABS,
+    N_BSS,
+    N_DATA,
+    N_EXT,
+    N_TEXT,
+    N_UNDF,
+    Nlist,
+    close,
+    geterr,
+    nlist,
+    open,
+    openfiles,
+)
+from ._native import KVM_NO_FILES, PATH_MAX
+from .errors import KvmError
+
+_POSIX2_LINE_MAX = 2048
+
+__all__ = [
+    "KVM_NO_FILES",
+    "N_ABS",
+    "N_BSS",
+    "N_DATA",
+    "N_EXT",
+    "N_TEXT",
+    "N_UNDF",
+    "PATH_MAX",
+    "_POSIX2_LINE_MAX",
+    "Kvm",
+    "KvmError",
+    "KvmInfo",
+    "Nlist",
+    "close",
+    "geterr",
+    "nlist",
+    "open",
+    "openfiles",
+    "paths",
+]

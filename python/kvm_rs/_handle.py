@@ -1,0 +1,176 @@
+"""Kvm, the handle: returned by `open`/`openfiles`, and a raising constructor of its own."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar, Union
+
+from . import _conventions, _native, paths
+from .errors import KvmError
+
+StrPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class KvmInfo:
+    """Facts about the core and exec files, read without touching kernel memory."""
+
+    format: str
+    compression: str | None
+    machine: str | None
+    osrelease: str | None
+    build_id: str | None
+    page_size: int | None
+    kernel_offset: int
+    pgtable_levels: int | None
+    live: bool
+    truncated: bool
+    vmcoreinfo: dict[str, str]
+    exec_format: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def _fspath(value: StrPath | None, what: str) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, bytes, os.PathLike)):
+        raise TypeError(f"{what} must be str, bytes or os.PathLike, not {type(value).__name__}")
+    return os.fsencode(value)
+
+
+def _native_flags(flags: int) -> int:
+    """Flags as the native layer takes them (a 64-bit int), keeping what the checks see."""
+    if isinstance(flags, bool) or not isinstance(flags, int):
+        raise TypeError(f"flags must be int, not {type(flags).__name__}")
+    if -(2**63) <= flags < 2**63:
+        return flags
+    # Too wide for the native call: a negative int has the KVM_NO_FILES bit (two's
+    # complement), a positive one keeps its own; any other value is a bad flags arg.
+    if flags < 0 or flags & _native.KVM_NO_FILES:
+        return _native.KVM_NO_FILES
+    return 0x7FFF_FFFF
+
+
+def _open_native(
+    execfile: StrPath | None, corefile: StrPath | None, swapfile: StrPath | None, flags: int
+) -> _native.Handle:
+    """Reads the default paths now (so callers may reassign them) and opens; raises KvmError."""
+    exec_path = _fspath(execfile, "execfile")
+    core_path = _fspath(corefile, "corefile")
+    swap_path = _fspath(swapfile, "swapfile")
+    return _native.open_session(
+        exec_path,
+        core_path if core_path is not None else os.fsencode(paths._PATH_MEM),
+        swap_path,
+        _native_flags(flags),
+        os.fsencode(paths._PATH_KSYMS),
+        os.fsencode(paths._PATH_UNIX),
+        os.fsencode(paths._PATH_DEVMEM),
+    )
+
+
+class Kvm:
+    """A kvm handle. `Kvm(execfile, corefile, swapfile, flags)` opens one or raises KvmError.
+
+    The handle is a context manager; `close()` is idempotent. Every method records its error
+    as the handle's error text (`geterr()`), and a handle opened through `kvm_rs.open` with
+    an `errstr` also prints hard errors to stderr, for its whole life.
+    """
+
+    __slots__ = ("_errstr", "_errtext", "_info", "_session")
+
+    _session: _native.Handle
+    _errtext: str
+    _errstr: str | None
+    _info: KvmInfo | None
+
+    def __init__(
+        self,
+        execfile: StrPath | None = None,
+        corefile: StrPath | None = None,
+        swapfile: StrPath | None = None,
+        flags: int = os.O_RDONLY,
+    ) -> None:
+        self._adopt(_open_native(execfile, corefile, swapfile, flags), None)
+
+    def _adopt(self, native: _native.Handle, errstr: str | None) -> None:
+        self._session = native
+        self._errtext = ""
+        self._errstr = errstr
+        self._info = None
+
+    @classmethod
+    def _wrap(cls, native: _native.Handle, errstr: str | None) -> Kvm:
+        handle = cls.__new__(cls)
+        handle._adopt(native, errstr)
+        return handle
+
+    def _record(self, error: KvmError) -> None:
+        """Sticky error text; the Sun convention prints hard errors."""
+        self._errtext = error.message
+        if error.hard:
+            _conventions.sun_report(self._errstr, error.message)
+
+    def _call(self, work: Any, *args: Any) -> Any:
+        try:
+            return work(*args)
+        except KvmError as error:
+            self._record(error)
+            raise
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _close_status(self) -> int:
+        return self._session.close()
+
+    def close(self) -> None:
+        """Releases the files. Closing again does nothing."""
+        self._session.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._session.closed
+
+    def __enter__(self) -> Kvm:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<kvm_rs.Kvm {state}>"
+
+    # -- queries -------------------------------------------------------------------------
+
+    def geterr(self) -> str:
+        """The last error text; "" if no call has failed."""
+        return self._errtext
+
+    @property
+    def info(self) -> KvmInfo:
+        """Facts about the dump (SPEC §10); raises KvmError on a KVM_NO_FILES handle."""
+        if self._info is None:
+            raw = self._call(self._session.info)
+            if raw is None:
+                error = KvmError("kvm_info: no core file (KVM_NO_FILES)")
+                self._record(error)
+                raise error
+            self._info = KvmInfo(**raw)
+        return self._info
+
+    def nlist(self, names: Iterable[str]) -> dict[str, int]:
+        """Runtime values of the names found (absent names are left out)."""
+        wanted = list(names)
+        found = self._nlist_raw([os.fsencode(name) for name in wanted])
+        return {name: hit[1] for name, hit in zip(wanted, found) if hit is not None}
+
+    def _nlist_raw(self, names: list[bytes]) -> list[tuple[int, int] | None]:
+        result: list[tuple[int, int] | None] = self._call(self._session.nlist, names)
+        return result

@@ -1,0 +1,106 @@
+"""The C-style libkvm calls: return values and error texts, never a raised kvm error."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from . import _conventions
+from ._handle import Kvm, StrPath, _open_native
+from .errors import KvmError
+
+N_UNDF = 0x00
+N_EXT = 0x01
+N_ABS = 0x02
+N_TEXT = 0x04
+N_DATA = 0x06
+N_BSS = 0x08
+
+
+class Nlist:
+    """One `struct nlist` entry: `n_name` in, `n_type` and `n_value` out."""
+
+    __slots__ = ("n_name", "n_type", "n_value")
+
+    def __init__(self, n_name: str | bytes | None = None, n_type: int = 0, n_value: int = 0):
+        self.n_name = n_name
+        self.n_type = n_type
+        self.n_value = n_value
+
+    def __repr__(self) -> str:
+        return f"Nlist({self.n_name!r}, n_type={self.n_type:#x}, n_value={self.n_value:#x})"
+
+
+def open(
+    execfile: StrPath | None = None,
+    corefile: StrPath | None = None,
+    swapfile: StrPath | None = None,
+    flags: int = os.O_RDONLY,
+    errstr: str | None = None,
+) -> Kvm | None:
+    """kvm_open(3), the Sun convention: with `errstr`, hard errors go to stderr."""
+    try:
+        native = _open_native(execfile, corefile, swapfile, flags)
+    except KvmError as error:
+        _conventions.sun_report(errstr, error.message)
+        return None
+    return Kvm._wrap(native, errstr)
+
+
+def openfiles(
+    execfile: StrPath | None = None,
+    corefile: StrPath | None = None,
+    swapfile: StrPath | None = None,
+    flags: int = os.O_RDONLY,
+    errbuf: Any = None,
+) -> Kvm | None:
+    """kvm_openfiles(3), the BSD convention: a failed open's message goes into `errbuf`."""
+    if errbuf is not None:
+        _conventions.check_errbuf(errbuf)
+    try:
+        native = _open_native(execfile, corefile, swapfile, flags)
+    except KvmError as error:
+        _conventions.bsd_fill_errbuf(errbuf, error.message)
+        return None
+    return Kvm._wrap(native, None)
+
+
+def close(kd: Kvm | None) -> int:
+    """kvm_close(3): 0, or -1 for None, a closed handle, or a failed release. Never raises."""
+    if not isinstance(kd, Kvm):
+        return -1
+    try:
+        return kd._close_status()
+    except Exception:
+        return -1
+
+
+def geterr(kd: Kvm | None) -> str:
+    """kvm_geterr(3): the handle's last error text; "" for None."""
+    return kd.geterr() if isinstance(kd, Kvm) else ""
+
+
+def nlist(kd: Kvm, nl: Sequence[Nlist]) -> int:
+    """kvm_nlist(3): fills each entry up to the first with no name; returns how many of
+    those were not found, or -1 (`bad namelist`) when the handle has no symbol table."""
+    entries: list[Nlist] = []
+    for entry in nl:
+        if not entry.n_name:
+            break
+        entries.append(entry)
+    for entry in entries:
+        entry.n_type = 0
+        entry.n_value = 0
+    names = [os.fsencode(e.n_name) for e in entries if e.n_name is not None]
+    try:
+        found = kd._nlist_raw(names)
+    except KvmError:
+        return -1
+    missing = 0
+    for entry, hit in zip(entries, found):
+        if hit is None:
+            missing += 1
+        else:
+            entry.n_type, entry.n_value = hit
+    return missing

@@ -1,0 +1,27 @@
+"""The native module. Hand-written; checked against the binary by mypy.stubtest."""
+
+from typing import Any, final
+
+KVM_NO_FILES: int
+PATH_MAX: int
+
+@final
+class Handle:
+    def close(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def no_files(self) -> bool: ...
+    def nlist(self, names: list[bytes]) -> list[tuple[int, int] | None]: ...
+    def info(self) -> dict[str, Any] | None: ...
+    def _core_bytes(self, offset: int, len: int) -> bytes: ...
+
+def open_session(
+    execfile: bytes | None,
+    corefile: bytes,
+    swapfile: bytes | None,
+    flags: int,
+    path_ksyms: bytes,
+    path_unix: bytes,
+    path_devmem: bytes,
+) -> Handle: ...

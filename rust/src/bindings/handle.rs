@@ -1,0 +1,115 @@
+//! `_native.Handle`: a frozen class over `Mutex<Option<Arc<Session>>>`. Closing takes the
+//! session out; a call running in another thread holds its own `Arc`, so nothing is
+//! unmapped under a reader, and every call after close fails with the closed error.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use super::detach::detached;
+use super::errors::to_py;
+use crate::errors::Error;
+use crate::session::{OpenRequest, Session};
+
+#[pyclass(frozen, module = "kvm_rs._native")]
+pub struct Handle {
+    session: Mutex<Option<Arc<Session>>>,
+}
+
+impl Handle {
+    pub fn new(session: Session) -> Handle {
+        Handle { session: Mutex::new(Some(Arc::new(session))) }
+    }
+
+    fn session(&self, py: Python<'_>) -> PyResult<Arc<Session>> {
+        let guard = self.session.lock().unwrap_or_else(PoisonError::into_inner);
+        guard.clone().ok_or_else(|| to_py(py, &Error::Closed))
+    }
+}
+
+#[pymethods]
+impl Handle {
+    /// Releases the files: 0, or -1 when the handle was already closed. Never raises.
+    fn close(&self) -> i32 {
+        let taken = self.session.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if taken.is_some() {
+            0
+        } else {
+            -1
+        }
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.session.lock().unwrap_or_else(PoisonError::into_inner).is_none()
+    }
+
+    /// `(n_type, value)` or None per name. The first call builds the name index, detached.
+    fn nlist(&self, py: Python<'_>, names: Vec<Vec<u8>>) -> PyResult<Vec<Option<(u8, u64)>>> {
+        let session = self.session(py)?;
+        let built = session.exec().is_none_or(|exec| exec.index_built());
+        if built {
+            return session.nlist(&names).map_err(|e| to_py(py, &e));
+        }
+        detached(py, move || session.nlist(&names))
+    }
+
+    /// `Kvm.info` as a dict; None for a handle with no core file.
+    fn info<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let session = self.session(py)?;
+        let Some(info) = session.info() else { return Ok(None) };
+        let dict = PyDict::new(py);
+        dict.set_item("format", info.format)?;
+        dict.set_item("compression", info.compression)?;
+        dict.set_item("machine", info.machine)?;
+        dict.set_item("osrelease", info.osrelease)?;
+        dict.set_item("build_id", info.build_id)?;
+        dict.set_item("page_size", info.page_size)?;
+        dict.set_item("kernel_offset", info.kernel_offset)?;
+        dict.set_item("pgtable_levels", info.pgtable_levels)?;
+        dict.set_item("live", info.live)?;
+        dict.set_item("truncated", info.truncated)?;
+        let raw = PyDict::new(py);
+        for (key, value) in info.vmcoreinfo {
+            raw.set_item(key, value)?;
+        }
+        dict.set_item("vmcoreinfo", raw)?;
+        dict.set_item("exec_format", info.exec_format)?;
+        Ok(Some(dict))
+    }
+
+    /// True when the handle was opened with KVM_NO_FILES.
+    #[getter]
+    fn no_files(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.session(py)?.core().is_none())
+    }
+
+    /// The core file's bytes at `offset` (test and diagnostics aid; no translation).
+    fn _core_bytes<'py>(&self, py: Python<'py>, offset: u64, len: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let session = self.session(py)?;
+        let bytes = match session.core() {
+            Some(core) => core.medium.bytes_at(offset, len.min(1 << 20)).map(|b| b.into_owned()).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        Ok(PyBytes::new(py, &bytes))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[pyfunction]
+#[pyo3(signature = (execfile, corefile, swapfile, flags, path_ksyms, path_unix, path_devmem))]
+pub fn open_session(
+    py: Python<'_>,
+    execfile: Option<Vec<u8>>,
+    corefile: Vec<u8>,
+    swapfile: Option<Vec<u8>>,
+    flags: i64,
+    path_ksyms: Vec<u8>,
+    path_unix: Vec<u8>,
+    path_devmem: Vec<u8>,
+) -> PyResult<Handle> {
+    let request = OpenRequest { execfile, corefile, swapfile, flags, path_ksyms, path_unix, path_devmem };
+    let session = detached(py, move || Session::open(&request))?;
+    Ok(Handle::new(session))
+}

@@ -1,0 +1,17 @@
+//! The only code that uses PyO3: the `kvm_rs._native` module.
+
+mod detach;
+mod errors;
+mod handle;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+#[pyo3(name = "_native")]
+fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<handle::Handle>()?;
+    module.add_function(wrap_pyfunction!(handle::open_session, module)?)?;
+    module.add("KVM_NO_FILES", crate::session::KVM_NO_FILES)?;
+    module.add("PATH_MAX", crate::session::PATH_MAX)?;
+    Ok(())
+}

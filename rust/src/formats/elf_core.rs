@@ -1,0 +1,318 @@
+//! ELF cores: /proc/kcore, /proc/vmcore copies, `makedumpfile -E`, QEMU `dump-guest-memory`.
+//!
+//! Parsed by hand rather than with goblin: a core needs the ELF header, the program headers
+//! (65,000 of them for a QEMU paging dump, counted through PN_XNUM) and the notes, read
+//! through `Medium` so that /proc/kcore, which cannot be mapped, works the same way.
+
+use std::sync::Arc;
+
+use super::vmcoreinfo::{VmcoreInfo, MAX_VMCOREINFO};
+use super::{machine_name, Core, Fields, Layout};
+use crate::errors::CoreFault;
+use crate::mapping::Medium;
+
+const ET_CORE: u16 = 4;
+const PT_LOAD: u32 = 1;
+const PT_NOTE: u32 = 4;
+const PN_XNUM: u16 = 0xffff;
+const NT_PRSTATUS: u32 = 1;
+
+/// More program headers than any machine has memory ranges (a QEMU paging dump of a few
+/// GiB has ~10^5); bounds what a hostile header can make us allocate.
+const MAX_PHNUM: u64 = 1 << 24;
+/// Total note bytes we are willing to read.
+const MAX_NOTES: u64 = 64 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub vaddr: u64,
+    pub paddr: u64,
+    pub offset: u64,
+    pub filesz: u64,
+    pub memsz: u64,
+}
+
+pub struct ElfCore {
+    pub class64: bool,
+    pub big_endian: bool,
+    pub e_machine: u16,
+    pub loads: Vec<Segment>,
+    pub vmcoreinfo: VmcoreInfo,
+    /// NT_PRSTATUS notes: one per CPU that was online.
+    pub cpus: usize,
+    pub qemu_notes: usize,
+    /// Some PT_LOAD data lies past the end of the file.
+    pub truncated: bool,
+}
+
+struct Ehdr {
+    class64: bool,
+    big_endian: bool,
+    e_type: u16,
+    e_machine: u16,
+    phoff: u64,
+    shoff: u64,
+    phentsize: u16,
+    phnum: u16,
+    shentsize: u16,
+}
+
+fn truncated(what: &str) -> CoreFault {
+    CoreFault::Truncated(what.to_owned())
+}
+
+fn invalid(what: String) -> CoreFault {
+    CoreFault::Invalid(what)
+}
+
+fn read_exact(medium: &dyn Medium, offset: u64, len: u64, what: &str) -> Result<Vec<u8>, CoreFault> {
+    let len = usize::try_from(len).map_err(|_| invalid(format!("{what} outside the file")))?;
+    match medium.exact_at(offset, len) {
+        Ok(Some(bytes)) => Ok(bytes.into_owned()),
+        Ok(None) => Err(truncated(what)),
+        Err(e) => Err(invalid(format!("{what}: {}", crate::errors::strerror(e.raw_os_error().unwrap_or(libc::EIO))))),
+    }
+}
+
+fn parse_ehdr(medium: &dyn Medium) -> Result<Ehdr, CoreFault> {
+    let ident = medium.bytes_at(0, 16).map_err(|_| truncated("ELF header"))?;
+    let (class, data) = match (ident.get(4), ident.get(5)) {
+        (Some(&c), Some(&d)) => (c, d),
+        _ => return Err(truncated("ELF header")),
+    };
+    let class64 = match class {
+        1 => false,
+        2 => true,
+        other => return Err(invalid(format!("ELF class {other}"))),
+    };
+    let big_endian = match data {
+        1 => false,
+        2 => true,
+        other => return Err(invalid(format!("ELF byte order {other}"))),
+    };
+    let size = if class64 { 64 } else { 52 };
+    let raw = read_exact(medium, 0, size, "ELF header")?;
+    let f = Fields::new(&raw, big_endian);
+    let bad = || truncated("ELF header");
+    let e_type = f.u16(16).ok_or_else(bad)?;
+    let e_machine = f.u16(18).ok_or_else(bad)?;
+    let (phoff, shoff, rest) = if class64 {
+        (f.u64(32), f.u64(40), 52)
+    } else {
+        (f.u32(28).map(u64::from), f.u32(32).map(u64::from), 40)
+    };
+    Ok(Ehdr {
+        class64,
+        big_endian,
+        e_type,
+        e_machine,
+        phoff: phoff.ok_or_else(bad)?,
+        shoff: shoff.ok_or_else(bad)?,
+        phentsize: f.u16(rest + 2).ok_or_else(bad)?,
+        phnum: f.u16(rest + 4).ok_or_else(bad)?,
+        shentsize: f.u16(rest + 6).ok_or_else(bad)?,
+    })
+}
+
+/// The real program header count: e_phnum, or section header 0's sh_info under PN_XNUM.
+fn program_header_count(medium: &dyn Medium, eh: &Ehdr) -> Result<u64, CoreFault> {
+    if eh.phnum != PN_XNUM {
+        return Ok(u64::from(eh.phnum));
+    }
+    let shsize: u16 = if eh.class64 { 64 } else { 40 };
+    if eh.shoff == 0 {
+        return Err(invalid("e_phnum is PN_XNUM but there is no section header 0".into()));
+    }
+    if eh.shentsize != shsize {
+        return Err(invalid(format!("e_shentsize {}", eh.shentsize)));
+    }
+    let raw = read_exact(medium, eh.shoff, u64::from(shsize), "section header 0")?;
+    let f = Fields::new(&raw, eh.big_endian);
+    let info = f.u32(if eh.class64 { 44 } else { 28 }).ok_or_else(|| truncated("section header 0"))?;
+    Ok(u64::from(info))
+}
+
+pub fn parse(medium: &dyn Medium) -> Result<ElfCore, CoreFault> {
+    let eh = parse_ehdr(medium)?;
+    if eh.e_type != ET_CORE {
+        let name = match eh.e_type {
+            0 => "ET_NONE".to_owned(),
+            1 => "ET_REL".to_owned(),
+            2 => "ET_EXEC".to_owned(),
+            3 => "ET_DYN".to_owned(),
+            other => other.to_string(),
+        };
+        return Err(invalid(format!("ELF type {name}, not ET_CORE")));
+    }
+    if machine_name(eh.e_machine).is_none() {
+        return Err(invalid(format!("unsupported machine {}", eh.e_machine)));
+    }
+    let phsize: u16 = if eh.class64 { 56 } else { 32 };
+    if eh.phentsize != phsize {
+        return Err(invalid(format!("e_phentsize {}", eh.phentsize)));
+    }
+    let phnum = program_header_count(medium, &eh)?;
+    if phnum == 0 {
+        return Err(invalid("no program headers".into()));
+    }
+    if phnum > MAX_PHNUM {
+        return Err(invalid(format!("{phnum} program headers")));
+    }
+    let table_len = phnum * u64::from(phsize);
+    if eh.phoff.checked_add(table_len).is_none() {
+        return Err(invalid("program headers outside the file".into()));
+    }
+    let table = read_exact(medium, eh.phoff, table_len, "program headers")?;
+    let f = Fields::new(&table, eh.big_endian);
+    let file_size = medium.size();
+
+    let mut loads = Vec::new();
+    let mut notes = Vec::new();
+    let mut truncated_data = false;
+    for index in 0..phnum as usize {
+        let base = index * usize::from(phsize);
+        let read = |off32: usize, off64: usize| -> Option<u64> {
+            if eh.class64 {
+                f.u64(base + off64)
+            } else {
+                f.u32(base + off32).map(u64::from)
+            }
+        };
+        let p_type = f.u32(base).ok_or_else(|| truncated("program headers"))?;
+        let seg = (|| {
+            Some(Segment {
+                offset: read(4, 8)?,
+                vaddr: read(8, 16)?,
+                paddr: read(12, 24)?,
+                filesz: read(16, 32)?,
+                memsz: read(20, 40)?,
+            })
+        })()
+        .ok_or_else(|| truncated("program headers"))?;
+        let Some(end) = seg.offset.checked_add(seg.filesz) else {
+            return Err(invalid(format!("program header {index} outside the file")));
+        };
+        match p_type {
+            PT_LOAD => {
+                if seg.filesz > seg.memsz {
+                    return Err(invalid(format!("program header {index}: p_filesz > p_memsz")));
+                }
+                truncated_data |= end > file_size;
+                loads.push(seg);
+            }
+            PT_NOTE => notes.push(seg),
+            _ => {}
+        }
+    }
+
+    let mut core = ElfCore {
+        class64: eh.class64,
+        big_endian: eh.big_endian,
+        e_machine: eh.e_machine,
+        loads,
+        vmcoreinfo: VmcoreInfo::default(),
+        cpus: 0,
+        qemu_notes: 0,
+        truncated: truncated_data,
+    };
+    let mut note_bytes = 0u64;
+    for seg in notes {
+        note_bytes = note_bytes.saturating_add(seg.filesz);
+        if note_bytes > MAX_NOTES {
+            return Err(invalid("notes larger than 64 MiB".into()));
+        }
+        let raw = read_exact(medium, seg.offset, seg.filesz, "notes")?;
+        for note in Notes::new(&raw, eh.big_endian) {
+            let note = note?;
+            core.take_note(&note);
+        }
+    }
+    Ok(core)
+}
+
+impl ElfCore {
+    fn take_note(&mut self, note: &Note<'_>) {
+        match (note.name, note.n_type) {
+            (b"VMCOREINFO", _) if note.desc.len() <= MAX_VMCOREINFO => {
+                self.vmcoreinfo.merge(VmcoreInfo::parse(note.desc));
+            }
+            (b"CORE", NT_PRSTATUS) => self.cpus += 1,
+            (b"QEMU", _) => self.qemu_notes += 1,
+            _ => {}
+        }
+    }
+
+    pub fn into_core(self, medium: Arc<dyn Medium>, live: bool) -> Core {
+        Core {
+            format: if live { "kcore" } else { "elf" },
+            compression: None,
+            machine: machine_name(self.e_machine).map(str::to_owned),
+            page_size: self.vmcoreinfo.page_size(),
+            vmcoreinfo: self.vmcoreinfo.clone(),
+            header_release: None,
+            truncated: self.truncated,
+            live,
+            layout: Layout::Elf(self),
+            medium,
+        }
+    }
+}
+
+/// One ELF note: name without its NUL, type, descriptor bytes.
+pub struct Note<'a> {
+    pub name: &'a [u8],
+    pub n_type: u32,
+    pub desc: &'a [u8],
+}
+
+/// Iterates the notes of a note segment; a note that runs past the segment is an error.
+pub struct Notes<'a> {
+    raw: &'a [u8],
+    big_endian: bool,
+    pos: usize,
+}
+
+impl<'a> Notes<'a> {
+    pub fn new(raw: &'a [u8], big_endian: bool) -> Notes<'a> {
+        Notes { raw, big_endian, pos: 0 }
+    }
+}
+
+fn align4(n: usize) -> Option<usize> {
+    n.checked_add(3).map(|v| v & !3)
+}
+
+impl<'a> Iterator for Notes<'a> {
+    type Item = Result<Note<'a>, CoreFault>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.raw.get(self.pos..)?;
+        // Producers pad the segment with zeros; an all-zero header ends the list.
+        if rest.len() < 12 || rest.iter().take(12).all(|&b| b == 0) {
+            return None;
+        }
+        let f = Fields::new(rest, self.big_endian);
+        let malformed = || Some(Err(CoreFault::Invalid("malformed note".into())));
+        let (Some(namesz), Some(descsz), Some(n_type)) = (f.u32(0), f.u32(4), f.u32(8)) else {
+            return malformed();
+        };
+        let name_start = 12usize;
+        let Some(desc_start) = align4(namesz as usize).and_then(|n| n.checked_add(name_start)) else {
+            return malformed();
+        };
+        let Some(desc_end) = desc_start.checked_add(descsz as usize) else {
+            return malformed();
+        };
+        let (Some(name), Some(desc)) =
+            (rest.get(name_start..name_start + namesz as usize), rest.get(desc_start..desc_end))
+        else {
+            return malformed();
+        };
+        let name = name.strip_suffix(b"\0").unwrap_or(name);
+        self.pos = match align4(desc_end).and_then(|n| n.checked_add(self.pos)) {
+            Some(next) => next,
+            None => self.raw.len(),
+        };
+        Some(Ok(Note { name, n_type, desc }))
+    }
+}

@@ -1,0 +1,179 @@
+//! Does the exec file describe the kernel in the core file? (SPEC §6.) Each check runs where
+//! both sides carry the fact; the first disagreement is the error.
+
+use std::collections::HashMap;
+
+use crate::errors::Error;
+use crate::formats::Core;
+use crate::symbols::{ExecFile, Symbol};
+
+/// x86_64 maps the kernel image at and above this address (`__START_KERNEL_map`).
+pub const X86_64_IMAGE_BASE: u64 = 0xffff_ffff_8000_0000;
+
+/// Names the checks and the relocation need from the exec file, besides VMCOREINFO's.
+pub const FIXED_NAMES: [&str; 4] = ["_text", "_stext", "_end", "linux_banner"];
+
+/// Releases whose VMCOREINFO BUILD-ID is known to be garbage (upstream stable ranges).
+fn build_id_is_garbage(version: (u32, u32, u32)) -> bool {
+    match version {
+        (6, 1, p) => (113..=118).contains(&p),
+        (6, 6, p) => (55..=62).contains(&p),
+        (6, 10, p) => p >= 14,
+        (6, 11, p) => (3..=9).contains(&p),
+        (5, 15, p) => p >= 168,
+        _ => false,
+    }
+}
+
+/// `6.1.113-foo` → (6, 1, 113).
+fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = text.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    let patch = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    Some((major, minor, patch))
+}
+
+/// The release in a `linux_banner` ("Linux version 6.1.0-56-amd64 (...) ...") and, where the
+/// distribution names its upstream version ("... Debian 6.1.192-2 ..."), that version.
+fn banner_facts(banner: &[u8]) -> (Option<String>, Option<(u32, u32, u32)>) {
+    let end = banner.iter().position(|&b| b == 0 || b == b'\n').unwrap_or(banner.len());
+    let text = String::from_utf8_lossy(banner.get(..end).unwrap_or(&[])).into_owned();
+    let release = text
+        .strip_prefix("Linux version ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_owned);
+    let distro = text
+        .split_whitespace()
+        .skip_while(|w| *w != "Debian")
+        .nth(1)
+        .and_then(parse_version);
+    (release, distro)
+}
+
+pub struct Identity {
+    /// Link-time symbols of the exec file that open looked up.
+    pub symbols: HashMap<String, Symbol>,
+    /// The KASLR displacement added to link-time symbols in the image.
+    pub kernel_offset: u64,
+}
+
+fn mismatch(exec: &ExecFile, core_path: &str, field: &str, exec_value: String, core_value: String) -> Error {
+    Error::Mismatch {
+        exec: exec.path.clone(),
+        core: core_path.to_owned(),
+        field: field.to_owned(),
+        exec_value,
+        core_value,
+    }
+}
+
+/// Looks up what the checks need and runs them; returns the relocation to apply.
+pub fn check(exec: &ExecFile, core: &Core, core_path: &str) -> Result<Identity, Error> {
+    let info = &core.vmcoreinfo;
+    let mut names: Vec<&str> = FIXED_NAMES.to_vec();
+    names.extend(info.symbols().map(|(name, _)| name));
+    let symbols = exec.lookup_few(&names);
+    let link_time = exec.format.is_link_time();
+
+    if let (Some(exec_machine), Some(core_machine)) = (exec.facts.machine, core.machine.as_deref()) {
+        if exec_machine != core_machine {
+            return Err(mismatch(exec, core_path, "machine", exec_machine.into(), core_machine.into()));
+        }
+    }
+
+    let banner = symbols.get("linux_banner").and_then(|s| exec.image_bytes(s.value, 512));
+    let (banner_release, distro_version) = banner.map(banner_facts).unwrap_or((None, None));
+    let core_release = info.osrelease().or(core.header_release.as_deref());
+
+    if let (Some(exec_id), Some(core_id)) = (exec.facts.build_id.as_deref(), info.build_id()) {
+        let garbage = core_release.and_then(parse_version).is_some_and(build_id_is_garbage)
+            || distro_version.is_some_and(build_id_is_garbage);
+        if !garbage && !exec_id.eq_ignore_ascii_case(core_id.trim()) {
+            return Err(mismatch(exec, core_path, "build-id", exec_id.into(), core_id.into()));
+        }
+    }
+
+    if let (Some(exec_release), Some(core_release)) = (banner_release, core_release) {
+        if exec_release != core_release {
+            return Err(mismatch(exec, core_path, "release", exec_release, core_release.into()));
+        }
+    }
+
+    let kernel_offset = match info.kernel_offset() {
+        Some(offset) => offset,
+        None => match (link_time, info.symbol("_stext"), symbols.get("_stext")) {
+            (true, Some(runtime), Some(linked)) => runtime.wrapping_sub(linked.value),
+            _ => 0,
+        },
+    };
+    let identity = Identity { symbols, kernel_offset };
+
+    let image_floor = match core.machine.as_deref() {
+        Some("x86_64") | None => Some(X86_64_IMAGE_BASE),
+        _ => None,
+    };
+    for (name, core_value) in info.symbols() {
+        let Some(sym) = identity.symbols.get(name) else { continue };
+        let in_image = match image_floor {
+            Some(floor) => core_value >= floor,
+            None => identity.image_range().is_some_and(|(lo, hi)| {
+                (lo.wrapping_add(kernel_offset)..hi.wrapping_add(kernel_offset)).contains(&core_value)
+            }),
+        };
+        if !in_image {
+            continue;
+        }
+        let exec_value = identity.relocate(sym.value, link_time);
+        if exec_value != core_value {
+            return Err(mismatch(
+                exec,
+                core_path,
+                &format!("SYMBOL({name})"),
+                format!("{exec_value:#x}"),
+                format!("{core_value:#x}"),
+            ));
+        }
+    }
+    Ok(identity)
+}
+
+impl Identity {
+    /// Link-time `[_text, _end)`, where the exec file defines both.
+    pub fn image_range(&self) -> Option<(u64, u64)> {
+        Some((self.symbols.get("_text")?.value, self.symbols.get("_end")?.value))
+    }
+
+    /// The runtime value of a symbol: link-time values inside the image move by the KASLR
+    /// offset; kallsyms values are runtime values already.
+    pub fn relocate(&self, value: u64, link_time: bool) -> u64 {
+        if !link_time || self.kernel_offset == 0 {
+            return value;
+        }
+        match self.image_range() {
+            Some((lo, hi)) if (lo..hi).contains(&value) => value.wrapping_add(self.kernel_offset),
+            _ => value,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_build_id_ranges() {
+        assert!(build_id_is_garbage(parse_version("6.1.115-1").unwrap_or_default()));
+        assert!(!build_id_is_garbage(parse_version("6.1.0-56-amd64").unwrap_or_default()));
+        assert!(build_id_is_garbage((5, 15, 200)));
+        assert!(!build_id_is_garbage((6, 11, 10)));
+    }
+
+    #[test]
+    fn banner_release_and_distro_version() {
+        let banner = b"Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org) #1 SMP Debian 6.1.192-2 (2025)\n\0";
+        let (release, distro) = banner_facts(banner);
+        assert_eq!(release.as_deref(), Some("6.1.0-56-amd64"));
+        assert_eq!(distro, Some((6, 1, 192)));
+    }
+}

@@ -1,0 +1,106 @@
+//! Byte access to files: a read-only memory map where the file allows it, `pread` where it
+//! does not (/proc/kcore, /dev/mem, files of size 0). This is the only module with `unsafe`.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use memmap2::Mmap;
+
+/// Random access to the bytes of a (possibly virtual) file.
+pub trait Medium: Send + Sync {
+    /// The size in bytes; for devices and procfs files, the largest offset worth trying.
+    fn size(&self) -> u64;
+
+    /// Up to `len` bytes from `offset`: fewer only where the medium ends (or has a hole).
+    fn bytes_at(&self, offset: u64, len: usize) -> io::Result<Cow<'_, [u8]>>;
+
+    /// Exactly `len` bytes from `offset`, or None where the medium ends first.
+    fn exact_at(&self, offset: u64, len: usize) -> io::Result<Option<Cow<'_, [u8]>>> {
+        let bytes = self.bytes_at(offset, len)?;
+        Ok((bytes.len() == len).then_some(bytes))
+    }
+}
+
+/// A regular file mapped read-only. The mapping survives the descriptor being closed.
+pub struct MappedFile {
+    map: Option<Mmap>,
+}
+
+impl MappedFile {
+    pub fn new(file: &File) -> io::Result<MappedFile> {
+        let len = file.metadata()?.len();
+        if len == 0 {
+            return Ok(MappedFile { map: None });
+        }
+        // SAFETY: the mapping is read-only and private to this process. Another process
+        // truncating the file under us would raise SIGBUS on access; dump files are not
+        // rewritten while they are analysed, which is the same contract drgn, crash and
+        // libkdumpfile rely on when they map a dump.
+        let map = unsafe { Mmap::map(file)? };
+        Ok(MappedFile { map: Some(map) })
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+}
+
+impl Medium for MappedFile {
+    fn size(&self) -> u64 {
+        self.as_slice().len() as u64
+    }
+
+    fn bytes_at(&self, offset: u64, len: usize) -> io::Result<Cow<'_, [u8]>> {
+        let all = self.as_slice();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(all.len());
+        let end = start.saturating_add(len).min(all.len());
+        Ok(Cow::Borrowed(all.get(start..end).unwrap_or(&[])))
+    }
+}
+
+/// A file read with `pread`: procfs files and devices, which cannot be mapped.
+pub struct PreadFile {
+    file: File,
+    size: u64,
+}
+
+impl PreadFile {
+    pub fn new(file: File, size: u64) -> PreadFile {
+        PreadFile { file, size }
+    }
+}
+
+impl Medium for PreadFile {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn bytes_at(&self, offset: u64, len: usize) -> io::Result<Cow<'_, [u8]>> {
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            let Some(rest) = buf.get_mut(done..) else { break };
+            match self.file.read_at(rest, offset.saturating_add(done as u64)) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(done);
+        Ok(Cow::Owned(buf))
+    }
+}
+
+/// Reads a whole file that cannot be mapped (procfs), refusing more than `limit` bytes.
+pub fn read_bounded(file: &File, limit: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    }
+    Ok(out)
+}

@@ -1,0 +1,168 @@
+//! ELF kernel images: `.symtab` and its string table, the build-id note, `e_machine`.
+//!
+//! goblin parses the ELF and section headers and iterates the symbol table lazily; the full
+//! `Elf::parse` is avoided because it also parses every relocation section, and vmlinux
+//! carries millions of relocations (`--emit-relocs`). goblin has panicked on malformed input
+//! before, so every call into it runs under `catch_unwind`.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use goblin::container::Ctx;
+use goblin::elf::section_header::{SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE, SHT_NOBITS, SHT_NOTE, SHT_SYMTAB};
+use goblin::elf::sym::{Symtab, STB_GLOBAL, STB_LOCAL, STB_WEAK, STT_FILE, STT_OBJECT, STT_SECTION};
+use goblin::elf::{Elf, SectionHeader};
+
+use super::{ElfFacts, Symbol};
+use crate::errors::SymbolFault;
+use crate::formats::elf_core::Notes;
+use crate::formats::machine_name;
+
+const SHN_UNDEF: usize = 0;
+const SHN_ABS: usize = 0xfff1;
+const SHN_COMMON: usize = 0xfff2;
+const NT_GNU_BUILD_ID: u32 = 3;
+
+struct Section {
+    sh_type: u32,
+    flags: u64,
+    addr: u64,
+    offset: u64,
+    size: u64,
+}
+
+/// Where the symbol table lies in the file, and the section facts that give symbols
+/// their `nm` letters.
+pub struct ElfSymtab {
+    ctx: Ctx,
+    symtab_offset: usize,
+    symtab_count: usize,
+    strtab: (usize, usize),
+    sections: Vec<Section>,
+}
+
+fn guarded<T>(work: impl FnOnce() -> Option<T>) -> Option<T> {
+    catch_unwind(AssertUnwindSafe(work)).ok().flatten()
+}
+
+impl ElfSymtab {
+    pub fn parse(data: &[u8]) -> Result<(ElfSymtab, ElfFacts), SymbolFault> {
+        guarded(|| Some(Self::parse_unguarded(data))).unwrap_or(Err(SymbolFault::Unrecognized))
+    }
+
+    fn parse_unguarded(data: &[u8]) -> Result<(ElfSymtab, ElfFacts), SymbolFault> {
+        let header = Elf::parse_header(data).map_err(|_| SymbolFault::Unrecognized)?;
+        let container = header.container().map_err(|_| SymbolFault::Unrecognized)?;
+        let endian = header.endianness().map_err(|_| SymbolFault::Unrecognized)?;
+        let ctx = Ctx::new(container, endian);
+        let shdrs = SectionHeader::parse(data, header.e_shoff as usize, usize::from(header.e_shnum), ctx)
+            .map_err(|_| SymbolFault::NoSymbolTable)?;
+        let sections: Vec<Section> = shdrs
+            .iter()
+            .map(|sh| Section {
+                sh_type: sh.sh_type,
+                flags: sh.sh_flags,
+                addr: sh.sh_addr,
+                offset: sh.sh_offset,
+                size: sh.sh_size,
+            })
+            .collect();
+        let facts = ElfFacts {
+            machine: machine_name(header.e_machine),
+            build_id: build_id(data, &sections, endian.is_little()),
+        };
+        let symtab = shdrs.iter().find(|sh| sh.sh_type == SHT_SYMTAB).ok_or(SymbolFault::NoSymbolTable)?;
+        let entsize = goblin::elf::sym::Sym::size(container) as u64;
+        let strtab = shdrs.get(symtab.sh_link as usize).ok_or(SymbolFault::NoSymbolTable)?;
+        let in_file = |offset: u64, size: u64| offset.checked_add(size).is_some_and(|end| end <= data.len() as u64);
+        if !in_file(symtab.sh_offset, symtab.sh_size) || !in_file(strtab.sh_offset, strtab.sh_size) {
+            return Err(SymbolFault::NoSymbolTable);
+        }
+        let symtab_count = (symtab.sh_size / entsize) as usize;
+        let table = ElfSymtab {
+            ctx,
+            symtab_offset: symtab.sh_offset as usize,
+            symtab_count,
+            strtab: (strtab.sh_offset as usize, strtab.sh_size as usize),
+            sections,
+        };
+        if symtab_count == 0 || table.symtab(data).is_none() {
+            return Err(SymbolFault::NoSymbolTable);
+        }
+        Ok((table, facts))
+    }
+
+    fn symtab<'a>(&self, data: &'a [u8]) -> Option<Symtab<'a>> {
+        Symtab::parse(data, self.symtab_offset, self.symtab_count, self.ctx).ok()
+    }
+
+    /// The `nm` letter of a symbol, from its binding, type and section.
+    fn letter(&self, sym: &goblin::elf::Sym) -> Option<u8> {
+        let kind = sym.st_type();
+        if kind == STT_SECTION || kind == STT_FILE {
+            return None;
+        }
+        let bind = sym.st_bind();
+        let letter = match sym.st_shndx {
+            SHN_UNDEF => b'U',
+            SHN_ABS => b'A',
+            SHN_COMMON => b'C',
+            shndx => match self.sections.get(shndx) {
+                Some(sec) if sec.sh_type == SHT_NOBITS => b'B',
+                Some(sec) if sec.flags & u64::from(SHF_EXECINSTR) != 0 => b'T',
+                Some(sec) if sec.flags & u64::from(SHF_ALLOC) == 0 => b'N',
+                Some(sec) if sec.flags & u64::from(SHF_WRITE) == 0 => b'R',
+                _ => b'D',
+            },
+        };
+        Some(match bind {
+            STB_WEAK if kind == STT_OBJECT => b'V',
+            STB_WEAK => b'W',
+            STB_GLOBAL => letter,
+            STB_LOCAL => letter.to_ascii_lowercase(),
+            _ => letter,
+        })
+    }
+
+    pub fn for_each(&self, data: &[u8], visit: &mut impl FnMut(&[u8], usize, Symbol)) {
+        let (str_off, str_len) = self.strtab;
+        let Some(strtab) = data.get(str_off..str_off + str_len) else { return };
+        let _ = guarded(|| {
+            for sym in self.symtab(data)?.iter() {
+                let Some(letter) = self.letter(&sym) else { continue };
+                let Some(rest) = strtab.get(sym.st_name..) else { continue };
+                let len = memchr::memchr(0, rest).unwrap_or(rest.len());
+                let Some(name) = rest.get(..len).filter(|n| !n.is_empty()) else { continue };
+                visit(name, str_off + sym.st_name, Symbol { value: sym.st_value, letter });
+            }
+            Some(())
+        });
+    }
+
+    /// File bytes behind link-time address `addr`, from the allocated section holding it.
+    pub fn image_bytes<'a>(&self, data: &'a [u8], addr: u64, len: usize) -> Option<&'a [u8]> {
+        let sec = self.sections.iter().find(|s| {
+            s.sh_type != SHT_NOBITS
+                && s.flags & u64::from(SHF_ALLOC) != 0
+                && addr >= s.addr
+                && addr - s.addr < s.size
+        })?;
+        let within = addr - sec.addr;
+        let len = (len as u64).min(sec.size - within);
+        let start = usize::try_from(sec.offset.checked_add(within)?).ok()?;
+        data.get(start..start.checked_add(len as usize)?)
+    }
+}
+
+fn build_id(data: &[u8], sections: &[Section], little_endian: bool) -> Option<String> {
+    for sec in sections.iter().filter(|s| s.sh_type == SHT_NOTE) {
+        let start = usize::try_from(sec.offset).ok()?;
+        let raw = data.get(start..start.checked_add(usize::try_from(sec.size).ok()?)?)?;
+        for note in Notes::new(raw, !little_endian).map_while(Result::ok) {
+            if note.name == b"GNU" && note.n_type == NT_GNU_BUILD_ID {
+                return Some(note.desc.iter().map(|b| format!("{b:02x}")).collect());
+            }
+        }
+    }
+    None
+}
+

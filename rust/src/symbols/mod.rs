@@ -1,0 +1,162 @@
+//! Exec files: the kernel's symbol table, from an ELF image (`.symtab`) or from text in the
+//! `nm` form (/proc/kallsyms, System.map). Open validates the format and looks up only the
+//! handful of names the identity check needs; the full name index waits for `nlist`.
+
+pub mod elf;
+pub mod index;
+pub mod text;
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use crate::errors::SymbolFault;
+use crate::mapping::MappedFile;
+use index::NameIndex;
+
+pub const N_UNDF: u8 = 0x00;
+pub const N_EXT: u8 = 0x01;
+pub const N_ABS: u8 = 0x02;
+pub const N_TEXT: u8 = 0x04;
+pub const N_DATA: u8 = 0x06;
+pub const N_BSS: u8 = 0x08;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecFormat {
+    Elf,
+    Kallsyms,
+    SystemMap,
+}
+
+impl ExecFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecFormat::Elf => "elf",
+            ExecFormat::Kallsyms => "kallsyms",
+            ExecFormat::SystemMap => "system.map",
+        }
+    }
+
+    /// kallsyms already holds runtime addresses; ELF and System.map hold link-time ones.
+    pub fn is_link_time(self) -> bool {
+        self != ExecFormat::Kallsyms
+    }
+}
+
+/// A symbol as the exec file states it (link-time value for ELF and System.map).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Symbol {
+    pub value: u64,
+    /// `nm` letter: upper case for global symbols.
+    pub letter: u8,
+}
+
+impl Symbol {
+    /// The BSD `n_type` of this symbol.
+    pub fn n_type(&self) -> u8 {
+        let base = match self.letter.to_ascii_uppercase() {
+            b'T' | b'W' => N_TEXT,
+            b'D' | b'R' | b'G' | b'V' => N_DATA,
+            b'B' | b'S' | b'C' => N_BSS,
+            b'A' => N_ABS,
+            _ => N_UNDF,
+        };
+        if self.letter.is_ascii_uppercase() {
+            base | N_EXT
+        } else {
+            base
+        }
+    }
+
+    pub fn is_global(&self) -> bool {
+        self.letter.is_ascii_uppercase()
+    }
+}
+
+pub enum ExecBytes {
+    Mapped(MappedFile),
+    Owned(Vec<u8>),
+}
+
+impl ExecBytes {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            ExecBytes::Mapped(map) => map.as_slice(),
+            ExecBytes::Owned(bytes) => bytes,
+        }
+    }
+}
+
+/// The facts of an ELF image beyond its symbols.
+#[derive(Debug, Clone, Default)]
+pub struct ElfFacts {
+    pub machine: Option<&'static str>,
+    pub build_id: Option<String>,
+}
+
+pub struct ExecFile {
+    pub path: String,
+    pub format: ExecFormat,
+    bytes: ExecBytes,
+    elf: Option<elf::ElfSymtab>,
+    pub facts: ElfFacts,
+    index: OnceLock<NameIndex>,
+}
+
+impl ExecFile {
+    /// Recognises the format by content and validates it; builds no index.
+    pub fn parse(path: &str, bytes: ExecBytes, from_procfs: bool) -> Result<ExecFile, SymbolFault> {
+        let data = bytes.as_slice();
+        if data.is_empty() {
+            return Err(SymbolFault::Empty);
+        }
+        let (format, elf, facts) = if data.starts_with(crate::formats::ELF_MAGIC) {
+            let (symtab, facts) = elf::ElfSymtab::parse(data)?;
+            (ExecFormat::Elf, Some(symtab), facts)
+        } else {
+            (text::detect(data, from_procfs)?, None, ElfFacts::default())
+        };
+        Ok(ExecFile { path: path.to_owned(), format, bytes, elf, facts, index: OnceLock::new() })
+    }
+
+    pub fn data(&self) -> &[u8] {
+        self.bytes.as_slice()
+    }
+
+    /// Calls `visit(name, symbol)` for every named symbol, in file order.
+    pub fn for_each(&self, mut visit: impl FnMut(&[u8], usize, Symbol)) {
+        match &self.elf {
+            Some(symtab) => symtab.for_each(self.data(), &mut visit),
+            None => text::for_each(self.data(), &mut visit),
+        }
+    }
+
+    /// One pass over the table for a few names (global definitions preferred), without
+    /// building the index.
+    pub fn lookup_few(&self, names: &[&str]) -> HashMap<String, Symbol> {
+        let wanted: HashMap<&[u8], &str> = names.iter().map(|n| (n.as_bytes(), *n)).collect();
+        let mut found: HashMap<String, Symbol> = HashMap::new();
+        self.for_each(|name, _, sym| {
+            if let Some(&key) = wanted.get(name) {
+                let keep = found.get(key).is_some_and(|old| old.is_global() || !sym.is_global());
+                if !keep {
+                    found.insert(key.to_owned(), sym);
+                }
+            }
+        });
+        found
+    }
+
+    /// The name index, built on first use and shared by every later call and thread.
+    pub fn index(&self) -> &NameIndex {
+        self.index.get_or_init(|| NameIndex::build(self))
+    }
+
+    pub fn index_built(&self) -> bool {
+        self.index.get().is_some()
+    }
+
+    /// The bytes an ELF image holds at link-time address `addr` (for `linux_banner`).
+    pub fn image_bytes(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        self.elf.as_ref()?.image_bytes(self.data(), addr, len)
+    }
+}

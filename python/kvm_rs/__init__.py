@@ -22,6 +22,8 @@ from ._libkvm import (
     nlist,
     open,
     openfiles,
+    read,
+    write,
 )
 from ._native import KVM_NO_FILES, PATH_MAX
 from .errors import KvmError
@@ -48,4 +50,6 @@ __all__ = [
     "open",
     "openfiles",
     "paths",
+    "read",
+    "write",
 ]

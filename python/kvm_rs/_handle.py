@@ -171,6 +171,28 @@ class Kvm:
         found = self._nlist_raw([os.fsencode(name) for name in wanted])
         return {name: hit[1] for name, hit in zip(wanted, found) if hit is not None}
 
+    def read(self, addr: int, size: int) -> bytes:
+        """`size` bytes of kernel virtual memory at `addr`; raises KvmError (with `.address`
+        for an address the dump does not hold)."""
+        data, error = self._read_raw(addr, size)
+        if error is not None:
+            raise error
+        return data
+
+    def _read_raw(self, addr: int, size: int) -> tuple[bytes, KvmError | None]:
+        if size < 0:
+            raise ValueError("size must not be negative")
+        data, error = self._call(self._session.read, addr, size)
+        if error is not None:
+            self._record(error)
+        return data, error
+
+    def write(self, addr: int, data: bytes) -> int:
+        """Writes `data` at kernel virtual address `addr` into the core file (uncompressed
+        dumps opened O_RDWR or O_WRONLY); returns the bytes written."""
+        written: int = self._call(self._session.write, addr, bytes(data))
+        return written
+
     def _nlist_raw(self, names: list[bytes]) -> list[tuple[int, int] | None]:
         result: list[tuple[int, int] | None] = self._call(self._session.nlist, names)
         return result

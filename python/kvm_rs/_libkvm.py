@@ -104,3 +104,28 @@ def nlist(kd: Kvm, nl: Sequence[Nlist]) -> int:
         else:
             entry.n_type, entry.n_value = hit
     return missing
+
+
+def read(kd: Kvm, addr: int, buf: Any) -> int:
+    """kvm_read(3): fills `buf` (a writable buffer) from kernel virtual address `addr`.
+    Returns the bytes copied, or -1 (an address the dump does not hold, even after some
+    bytes were copied); a truncated dump gives the bytes before its end and `short read`."""
+    view = memoryview(buf).cast("B")
+    if view.readonly:
+        raise TypeError("buf must be a writable buffer")
+    try:
+        data, error = kd._read_raw(addr, len(view))
+    except KvmError:
+        return -1
+    view[: len(data)] = data
+    if error is not None and (error.message != "short read" or not data):
+        return -1
+    return len(data)
+
+
+def write(kd: Kvm, addr: int, data: Any) -> int:
+    """kvm_write(3): writes `data` at `addr` into the core file; bytes written, or -1."""
+    try:
+        return kd.write(addr, bytes(data))
+    except KvmError:
+        return -1

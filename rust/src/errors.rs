@@ -54,31 +54,58 @@ impl fmt::Display for SymbolFault {
 #[non_exhaustive]
 pub enum Error {
     /// A system call on `path` failed.
-    Os { path: String, errno: i32 },
+    Os {
+        path: String,
+        errno: i32,
+    },
     ExecNameTooLong,
     BadFlags,
-    NotMemoryDevice { path: String },
-    Core { path: String, fault: CoreFault },
-    Symbols { path: String, fault: SymbolFault },
-    Mismatch { exec: String, core: String, field: String, exec_value: String, core_value: String },
+    NotMemoryDevice {
+        path: String,
+    },
+    Core {
+        path: String,
+        fault: CoreFault,
+    },
+    Symbols {
+        path: String,
+        fault: SymbolFault,
+    },
+    Mismatch {
+        exec: String,
+        core: String,
+        field: String,
+        exec_value: String,
+        core_value: String,
+    },
     BadNamelist,
     InvalidAddress(u64),
     ShortRead,
     /// `kvm_read`/`kvm_write` on a KVM_NO_FILES handle.
-    NoCoreFile { op: &'static str },
+    NoCoreFile {
+        op: &'static str,
+    },
     /// `kvm_read` on an O_WRONLY handle, `kvm_write` on an O_RDONLY one.
-    BadDescriptor { op: &'static str },
+    BadDescriptor {
+        op: &'static str,
+    },
     WriteCompressed,
     Closed,
 }
 
 impl Error {
     pub fn os(path: &str, err: &io::Error) -> Error {
-        Error::Os { path: path.to_owned(), errno: err.raw_os_error().unwrap_or(libc::EIO) }
+        Error::Os {
+            path: path.to_owned(),
+            errno: err.raw_os_error().unwrap_or(libc::EIO),
+        }
     }
 
     pub fn core(path: &str, fault: CoreFault) -> Error {
-        Error::Core { path: path.to_owned(), fault }
+        Error::Core {
+            path: path.to_owned(),
+            fault,
+        }
     }
 
     /// Soft errors go to the handle's error text only, never to stderr (Sun convention).
@@ -132,8 +159,17 @@ impl fmt::Display for Error {
             Error::NotMemoryDevice { path } => write!(f, "{path}: not physical memory device"),
             Error::Core { path, fault } => write!(f, "{path}: {fault}"),
             Error::Symbols { path, fault } => write!(f, "{path}: {fault}"),
-            Error::Mismatch { exec, core, field, exec_value, core_value } => {
-                write!(f, "{exec}: does not match {core} ({field}: {exec_value} != {core_value})")
+            Error::Mismatch {
+                exec,
+                core,
+                field,
+                exec_value,
+                core_value,
+            } => {
+                write!(
+                    f,
+                    "{exec}: does not match {core} ({field}: {exec_value} != {core_value})"
+                )
             }
             Error::BadNamelist => f.write_str("bad namelist"),
             Error::InvalidAddress(addr) => write!(f, "invalid address ({addr:#x})"),

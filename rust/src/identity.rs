@@ -11,7 +11,7 @@ use crate::symbols::{ExecFile, Symbol};
 pub const X86_64_IMAGE_BASE: u64 = 0xffff_ffff_8000_0000;
 
 /// Names the checks and the relocation need from the exec file, besides VMCOREINFO's.
-pub const FIXED_NAMES: [&str; 4] = ["_text", "_stext", "_end", "linux_banner"];
+pub const FIXED_NAMES: [&str; 5] = ["_text", "_stext", "_end", "linux_banner", "init_top_pgt"];
 
 /// Releases whose VMCOREINFO BUILD-ID is known to be garbage (upstream stable ranges).
 fn build_id_is_garbage(version: (u32, u32, u32)) -> bool {
@@ -37,7 +37,10 @@ fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
 /// The release in a `linux_banner` ("Linux version 6.1.0-56-amd64 (...) ...") and, where the
 /// distribution names its upstream version ("... Debian 6.1.192-2 ..."), that version.
 fn banner_facts(banner: &[u8]) -> (Option<String>, Option<(u32, u32, u32)>) {
-    let end = banner.iter().position(|&b| b == 0 || b == b'\n').unwrap_or(banner.len());
+    let end = banner
+        .iter()
+        .position(|&b| b == 0 || b == b'\n')
+        .unwrap_or(banner.len());
     let text = String::from_utf8_lossy(banner.get(..end).unwrap_or(&[])).into_owned();
     let release = text
         .strip_prefix("Linux version ")
@@ -58,7 +61,13 @@ pub struct Identity {
     pub kernel_offset: u64,
 }
 
-fn mismatch(exec: &ExecFile, core_path: &str, field: &str, exec_value: String, core_value: String) -> Error {
+fn mismatch(
+    exec: &ExecFile,
+    core_path: &str,
+    field: &str,
+    exec_value: String,
+    core_value: String,
+) -> Error {
     Error::Mismatch {
         exec: exec.path.clone(),
         core: core_path.to_owned(),
@@ -76,27 +85,50 @@ pub fn check(exec: &ExecFile, core: &Core, core_path: &str) -> Result<Identity, 
     let symbols = exec.lookup_few(&names);
     let link_time = exec.format.is_link_time();
 
-    if let (Some(exec_machine), Some(core_machine)) = (exec.facts.machine, core.machine.as_deref()) {
+    if let (Some(exec_machine), Some(core_machine)) = (exec.facts.machine, core.machine.as_deref())
+    {
         if exec_machine != core_machine {
-            return Err(mismatch(exec, core_path, "machine", exec_machine.into(), core_machine.into()));
+            return Err(mismatch(
+                exec,
+                core_path,
+                "machine",
+                exec_machine.into(),
+                core_machine.into(),
+            ));
         }
     }
 
-    let banner = symbols.get("linux_banner").and_then(|s| exec.image_bytes(s.value, 512));
+    let banner = symbols
+        .get("linux_banner")
+        .and_then(|s| exec.image_bytes(s.value, 512));
     let (banner_release, distro_version) = banner.map(banner_facts).unwrap_or((None, None));
     let core_release = info.osrelease().or(core.header_release.as_deref());
 
     if let (Some(exec_id), Some(core_id)) = (exec.facts.build_id.as_deref(), info.build_id()) {
-        let garbage = core_release.and_then(parse_version).is_some_and(build_id_is_garbage)
+        let garbage = core_release
+            .and_then(parse_version)
+            .is_some_and(build_id_is_garbage)
             || distro_version.is_some_and(build_id_is_garbage);
         if !garbage && !exec_id.eq_ignore_ascii_case(core_id.trim()) {
-            return Err(mismatch(exec, core_path, "build-id", exec_id.into(), core_id.into()));
+            return Err(mismatch(
+                exec,
+                core_path,
+                "build-id",
+                exec_id.into(),
+                core_id.into(),
+            ));
         }
     }
 
     if let (Some(exec_release), Some(core_release)) = (banner_release, core_release) {
         if exec_release != core_release {
-            return Err(mismatch(exec, core_path, "release", exec_release, core_release.into()));
+            return Err(mismatch(
+                exec,
+                core_path,
+                "release",
+                exec_release,
+                core_release.into(),
+            ));
         }
     }
 
@@ -107,18 +139,24 @@ pub fn check(exec: &ExecFile, core: &Core, core_path: &str) -> Result<Identity, 
             _ => 0,
         },
     };
-    let identity = Identity { symbols, kernel_offset };
+    let identity = Identity {
+        symbols,
+        kernel_offset,
+    };
 
     let image_floor = match core.machine.as_deref() {
         Some("x86_64") | None => Some(X86_64_IMAGE_BASE),
         _ => None,
     };
     for (name, core_value) in info.symbols() {
-        let Some(sym) = identity.symbols.get(name) else { continue };
+        let Some(sym) = identity.symbols.get(name) else {
+            continue;
+        };
         let in_image = match image_floor {
             Some(floor) => core_value >= floor,
             None => identity.image_range().is_some_and(|(lo, hi)| {
-                (lo.wrapping_add(kernel_offset)..hi.wrapping_add(kernel_offset)).contains(&core_value)
+                (lo.wrapping_add(kernel_offset)..hi.wrapping_add(kernel_offset))
+                    .contains(&core_value)
             }),
         };
         if !in_image {
@@ -141,7 +179,10 @@ pub fn check(exec: &ExecFile, core: &Core, core_path: &str) -> Result<Identity, 
 impl Identity {
     /// Link-time `[_text, _end)`, where the exec file defines both.
     pub fn image_range(&self) -> Option<(u64, u64)> {
-        Some((self.symbols.get("_text")?.value, self.symbols.get("_end")?.value))
+        Some((
+            self.symbols.get("_text")?.value,
+            self.symbols.get("_end")?.value,
+        ))
     }
 
     /// The runtime value of a symbol: link-time values inside the image move by the KASLR
@@ -163,8 +204,12 @@ mod tests {
 
     #[test]
     fn garbage_build_id_ranges() {
-        assert!(build_id_is_garbage(parse_version("6.1.115-1").unwrap_or_default()));
-        assert!(!build_id_is_garbage(parse_version("6.1.0-56-amd64").unwrap_or_default()));
+        assert!(build_id_is_garbage(
+            parse_version("6.1.115-1").unwrap_or_default()
+        ));
+        assert!(!build_id_is_garbage(
+            parse_version("6.1.0-56-amd64").unwrap_or_default()
+        ));
         assert!(build_id_is_garbage((5, 15, 200)));
         assert!(!build_id_is_garbage((6, 11, 10)));
     }

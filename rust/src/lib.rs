@@ -5,11 +5,14 @@
 //! whose `Display` is the libkvm message.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod cache;
+pub mod decompress;
 pub mod errors;
 pub mod formats;
 pub mod identity;
 pub mod mapping;
 pub mod session;
 pub mod symbols;
+pub mod translate;
 
 mod bindings;

@@ -81,7 +81,9 @@ impl Medium for PreadFile {
         let mut buf = vec![0u8; len];
         let mut done = 0;
         while done < len {
-            let Some(rest) = buf.get_mut(done..) else { break };
+            let Some(rest) = buf.get_mut(done..) else {
+                break;
+            };
             match self.file.read_at(rest, offset.saturating_add(done as u64)) {
                 Ok(0) => break,
                 Ok(n) => done += n,

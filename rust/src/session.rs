@@ -9,11 +9,14 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::errors::{Error, Result};
-use crate::formats::{self, Core, Origin};
+use crate::errors::{CoreFault, Error, Result};
+use crate::formats::segments::Piece;
+use crate::formats::{self, copy_from_piece, Core, Gap, Layout, Origin};
 use crate::identity::{self, Identity};
 use crate::mapping::{read_bounded, MappedFile, Medium, PreadFile};
 use crate::symbols::{ExecBytes, ExecFile};
+use crate::translate::x86_64::{self as x86, X86_64};
+use crate::translate::Fault;
 
 pub const KVM_NO_FILES: i64 = 0x8000_0000;
 pub const PATH_MAX: usize = 4096;
@@ -54,7 +57,9 @@ pub struct Info {
 pub struct Session {
     exec: Option<Arc<ExecFile>>,
     core: Option<Core>,
+    core_path: String,
     identity: Option<Identity>,
+    translator: Option<X86_64>,
     access: i32,
     /// Kept open for the handle's life: the core as opened with the caller's flags (the
     /// descriptor `kvm_write` uses) and, for live kernels, the swap file.
@@ -89,7 +94,16 @@ fn on_procfs(meta: &fs::Metadata) -> bool {
 impl Session {
     /// A handle with no files (KVM_NO_FILES).
     pub fn no_files() -> Session {
-        Session { exec: None, core: None, identity: None, access: libc::O_RDONLY, _core_file: None, _swap_file: None }
+        Session {
+            exec: None,
+            core: None,
+            core_path: String::new(),
+            identity: None,
+            translator: None,
+            access: libc::O_RDONLY,
+            _core_file: None,
+            _swap_file: None,
+        }
     }
 
     /// `kvm_openfiles`: every step of SPEC §2 in order; the first failure ends the open and
@@ -107,7 +121,9 @@ impl Session {
         };
         let core_name = display(&req.corefile);
         let core_file = open_with(&req.corefile, access).map_err(|e| Error::os(&core_name, &e))?;
-        let meta = core_file.metadata().map_err(|e| Error::os(&core_name, &e))?;
+        let meta = core_file
+            .metadata()
+            .map_err(|e| Error::os(&core_name, &e))?;
         let kind = meta.file_type();
         let origin = if kind.is_char_device() {
             let devmem = fs::metadata(as_path(&req.path_devmem)).ok();
@@ -138,19 +154,27 @@ impl Session {
         let reader = if access == libc::O_WRONLY {
             File::open(as_path(&req.corefile)).map_err(|e| Error::os(&core_name, &e))?
         } else {
-            core_file.try_clone().map_err(|e| Error::os(&core_name, &e))?
+            core_file
+                .try_clone()
+                .map_err(|e| Error::os(&core_name, &e))?
         };
         let medium: Arc<dyn Medium> = match origin {
-            Origin::Dump => Arc::new(MappedFile::new(&reader).map_err(|e| Error::os(&core_name, &e))?),
+            Origin::Dump => {
+                Arc::new(MappedFile::new(&reader).map_err(|e| Error::os(&core_name, &e))?)
+            }
             Origin::Procfs => Arc::new(PreadFile::new(reader, u64::MAX)),
             Origin::DevMem => Arc::new(PreadFile::new(reader, u64::MAX)),
         };
-        let core = formats::open_core(medium, origin).map_err(|fault| Error::core(&core_name, fault))?;
+        let core =
+            formats::open_core(medium, origin).map_err(|fault| Error::core(&core_name, fault))?;
         let identity = identity::check(&exec, &core, &core_name)?;
+        let translator = x86_64_translator(&core, &identity, exec.format.is_link_time());
         Ok(Session {
             exec: Some(exec),
             core: Some(core),
+            core_path: core_name,
             identity: Some(identity),
+            translator,
             access,
             _core_file: Some(core_file),
             _swap_file: swap_file,
@@ -181,9 +205,10 @@ impl Session {
         Ok(names
             .iter()
             .map(|name| {
-                let sym = index
-                    .get(data, name)
-                    .or_else(|| name.strip_prefix(b"_").and_then(|bare| index.get(data, bare)))?;
+                let sym = index.get(data, name).or_else(|| {
+                    name.strip_prefix(b"_")
+                        .and_then(|bare| index.get(data, bare))
+                })?;
                 let value = match &self.identity {
                     Some(identity) => identity.relocate(sym.value, link_time),
                     None => sym.value,
@@ -197,14 +222,21 @@ impl Session {
         let core = self.core.as_ref()?;
         let vmcoreinfo = &core.vmcoreinfo;
         let pgtable_levels = match core.machine.as_deref() {
-            Some("x86_64") => vmcoreinfo.number("pgtable_l5_enabled").map(|l5| if l5 != 0 { 5 } else { 4 }),
+            Some("x86_64") => {
+                vmcoreinfo
+                    .number("pgtable_l5_enabled")
+                    .map(|l5| if l5 != 0 { 5 } else { 4 })
+            }
             _ => None,
         };
         Some(Info {
             format: core.format,
             compression: core.compression.clone(),
             machine: core.machine.clone(),
-            osrelease: vmcoreinfo.osrelease().map(str::to_owned).or_else(|| core.header_release.clone()),
+            osrelease: vmcoreinfo
+                .osrelease()
+                .map(str::to_owned)
+                .or_else(|| core.header_release.clone()),
             build_id: vmcoreinfo.build_id().map(str::to_owned),
             page_size: core.page_size,
             kernel_offset: self.identity.as_ref().map_or(0, |i| i.kernel_offset),
@@ -217,18 +249,233 @@ impl Session {
     }
 }
 
+/// Where the bytes of a kernel virtual address are.
+enum Place<'a> {
+    /// A PT_LOAD that maps the virtual address itself.
+    Segment(&'a Piece),
+    Phys(u64),
+}
+
+fn phys_base(core: &Core) -> u64 {
+    if let Some(base) = core.vmcoreinfo.number("phys_base") {
+        return base as u64;
+    }
+    match &core.layout {
+        Layout::Kdump(dump) => dump.phys_base.unwrap_or(0),
+        // The segment holding the kernel text: p_paddr = va - __START_KERNEL_map + phys_base.
+        Layout::Elf(elf) => elf
+            .loads
+            .iter()
+            .find(|s| s.vaddr >= x86::START_KERNEL_MAP && s.vaddr != s.paddr)
+            .map_or(0, |s| {
+                s.paddr
+                    .wrapping_sub(s.vaddr.wrapping_sub(x86::START_KERNEL_MAP))
+            }),
+        Layout::DevMem => 0,
+    }
+}
+
+/// The translator of an x86_64 core: image range from the exec file's `_text`/`_end`
+/// (relocated), page tables from VMCOREINFO's `init_top_pgt` or the exec file's.
+fn x86_64_translator(core: &Core, identity: &Identity, link_time: bool) -> Option<X86_64> {
+    if core.machine.as_deref() != Some("x86_64") {
+        return None;
+    }
+    let info = &core.vmcoreinfo;
+    let top_table = info
+        .symbol("init_top_pgt")
+        .or_else(|| info.symbol("swapper_pg_dir"))
+        .or_else(|| {
+            identity
+                .symbols
+                .get("init_top_pgt")
+                .map(|s| identity.relocate(s.value, link_time))
+        });
+    let image = match identity.image_range() {
+        Some((lo, hi)) => identity.relocate(lo, link_time)..identity.relocate(hi, link_time),
+        None if top_table.is_none() => {
+            let size = info
+                .number("KERNEL_IMAGE_SIZE")
+                .map_or(x86::DEFAULT_IMAGE_SIZE, |n| n as u64);
+            x86::START_KERNEL_MAP..x86::START_KERNEL_MAP.saturating_add(size)
+        }
+        None => 0..0,
+    };
+    let levels = if info.number("pgtable_l5_enabled").unwrap_or(0) != 0 {
+        5
+    } else {
+        4
+    };
+    let sme_mask = info.number("sme_mask").unwrap_or(0) as u64;
+    Some(X86_64::new(
+        phys_base(core),
+        image,
+        top_table,
+        levels,
+        sme_mask,
+    ))
+}
+
+impl Session {
+    fn gap_error(&self, gap: Gap, addr: u64) -> Error {
+        match gap {
+            Gap::Missing => Error::InvalidAddress(addr),
+            Gap::Truncated => Error::ShortRead,
+            Gap::Corrupt(what) => Error::core(&self.core_path, CoreFault::Invalid(what)),
+        }
+    }
+
+    fn resolve<'a>(&self, core: &'a Core, va: u64) -> Result<Place<'a>> {
+        if let Layout::Elf(elf) = &core.layout {
+            if let Some(piece) = elf.by_vaddr.find(va) {
+                return Ok(Place::Segment(piece));
+            }
+        }
+        let Some(translator) = &self.translator else {
+            return Err(Error::InvalidAddress(va));
+        };
+        let read_entry = |pa: u64| -> std::result::Result<u64, Gap> {
+            let mut raw = [0u8; 8];
+            core.read_phys(pa, &mut raw).map_err(|(_, gap)| gap)?;
+            Ok(u64::from_le_bytes(raw))
+        };
+        match translator.translate(va, &read_entry) {
+            Ok(pa) => Ok(Place::Phys(pa)),
+            Err(Fault::NotMapped | Fault::Table(Gap::Missing)) => Err(Error::InvalidAddress(va)),
+            Err(Fault::Table(gap)) => Err(self.gap_error(gap, va)),
+        }
+    }
+
+    fn readable_core(&self, op: &'static str) -> Result<&Core> {
+        let core = self.core.as_ref().ok_or(Error::NoCoreFile { op })?;
+        if op == "kvm_read" && self.access == libc::O_WRONLY {
+            return Err(Error::BadDescriptor { op });
+        }
+        Ok(core)
+    }
+
+    /// `kvm_read`: up to `len` bytes of kernel virtual memory at `addr`. Returns the bytes
+    /// copied and, when it stopped early, why (libkvm counts an invalid address after some
+    /// bytes as a failure of the whole read; a truncated dump as a short read).
+    pub fn read(&self, addr: u64, len: usize) -> (Vec<u8>, Option<Error>) {
+        let core = match self.readable_core("kvm_read") {
+            Ok(core) => core,
+            Err(e) => return (Vec::new(), Some(e)),
+        };
+        // Grown page by page: an absurd length fails at its first bad page, not at malloc.
+        let mut out: Vec<u8> = Vec::with_capacity(len.min(1 << 20));
+        while out.len() < len {
+            let Some(va) = addr.checked_add(out.len() as u64) else {
+                return (out, Some(Error::InvalidAddress(addr)));
+            };
+            let chunk = (4096 - (va % 4096) as usize).min(len - out.len());
+            let start = out.len();
+            out.resize(start + chunk, 0);
+            let dst = out.get_mut(start..).unwrap_or(&mut []);
+            let copied = match self.resolve(core, va) {
+                Ok(Place::Segment(piece)) => copy_from_piece(core.medium.as_ref(), piece, va, dst),
+                Ok(Place::Phys(pa)) => core.read_phys(pa, dst).map(|()| dst.len()),
+                Err(e) => {
+                    out.truncate(start);
+                    return (out, Some(e));
+                }
+            };
+            match copied {
+                Ok(n) => out.truncate(start + n),
+                Err((partial, gap)) => {
+                    out.truncate(start + partial);
+                    let failed_at = va + partial as u64;
+                    return (out, Some(self.gap_error(gap, failed_at)));
+                }
+            }
+        }
+        (out, None)
+    }
+
+    /// `kvm_write`: patches the core file where it holds `addr` uncompressed.
+    pub fn write(&self, addr: u64, data: &[u8]) -> Result<usize> {
+        let core = self.readable_core("kvm_write")?;
+        if self.access == libc::O_RDONLY {
+            return Err(Error::BadDescriptor { op: "kvm_write" });
+        }
+        let compressed = match &core.layout {
+            Layout::Kdump(_) => core.compression.is_some() || core.format == "flattened",
+            _ => core.format == "flattened",
+        };
+        if compressed {
+            return Err(Error::WriteCompressed);
+        }
+        let Some(file) = self._core_file.as_ref() else {
+            return Err(Error::BadDescriptor { op: "kvm_write" });
+        };
+        // Locate every page first, so a bad address writes nothing.
+        let mut targets = Vec::new();
+        let mut done = 0usize;
+        while done < data.len() {
+            let va = addr
+                .checked_add(done as u64)
+                .ok_or(Error::InvalidAddress(addr))?;
+            let chunk = (4096 - (va % 4096) as usize).min(data.len() - done);
+            let (offset, n) = self.file_offset(core, va, chunk)?;
+            targets.push((offset, done, n));
+            done += n;
+        }
+        use std::os::unix::fs::FileExt;
+        for (offset, from, n) in targets {
+            let bytes = data.get(from..from + n).unwrap_or(&[]);
+            file.write_all_at(bytes, offset)
+                .map_err(|e| Error::os(&self.core_path, &e))?;
+        }
+        if let Layout::Kdump(dump) = &core.layout {
+            dump.forget_cached();
+        }
+        Ok(data.len())
+    }
+
+    /// The file offset holding `va`, and how many of `want` bytes lie there contiguously.
+    fn file_offset(&self, core: &Core, va: u64, want: usize) -> Result<(u64, usize)> {
+        let in_piece = |piece: &Piece, at: u64| -> Result<(u64, usize)> {
+            let within = at - piece.start;
+            let n = piece.file_len.saturating_sub(within).min(want as u64) as usize;
+            if n == 0 {
+                return Err(Error::InvalidAddress(va));
+            }
+            Ok((piece.offset + within, n))
+        };
+        match (self.resolve(core, va)?, &core.layout) {
+            (Place::Segment(piece), _) => in_piece(piece, va),
+            (Place::Phys(pa), Layout::Elf(elf)) => {
+                in_piece(elf.by_paddr.find(pa).ok_or(Error::InvalidAddress(va))?, pa)
+            }
+            (Place::Phys(pa), Layout::Kdump(dump)) => {
+                let page = dump
+                    .raw_page_offset(core.medium.as_ref(), pa / dump.block_size)
+                    .map_err(|gap| self.gap_error(gap, va))?;
+                let within = pa % dump.block_size;
+                Ok((page + within, want.min((dump.block_size - within) as usize)))
+            }
+            (Place::Phys(pa), Layout::DevMem) => Ok((pa, want)),
+        }
+    }
+}
+
 /// Step 7: the exec file, or `_PATH_KSYMS` if it exists, else `_PATH_UNIX`; validated.
 fn open_exec(req: &OpenRequest) -> Result<ExecFile> {
     let (path, blame) = match &req.execfile {
         Some(path) => (path.as_slice(), path.as_slice()),
-        None if as_path(&req.path_ksyms).exists() => (req.path_ksyms.as_slice(), req.path_unix.as_slice()),
+        None if as_path(&req.path_ksyms).exists() => {
+            (req.path_ksyms.as_slice(), req.path_unix.as_slice())
+        }
         None => (req.path_unix.as_slice(), req.path_unix.as_slice()),
     };
     let name = display(path);
     let file = File::open(as_path(path)).map_err(|e| Error::os(&display(blame), &e))?;
     let meta = file.metadata().map_err(|e| Error::os(&name, &e))?;
     if meta.is_dir() {
-        return Err(Error::os(&name, &io::Error::from_raw_os_error(libc::EISDIR)));
+        return Err(Error::os(
+            &name,
+            &io::Error::from_raw_os_error(libc::EISDIR),
+        ));
     }
     let procfs = on_procfs(&meta);
     let bytes = if procfs || !meta.is_file() || meta.len() == 0 {

@@ -8,6 +8,9 @@ use pyo3::prelude::*;
 use super::errors::IntoPyResult;
 use crate::errors::Error;
 
-pub fn detached<T: Send>(py: Python<'_>, work: impl FnOnce() -> Result<T, Error> + Send) -> PyResult<T> {
+pub fn detached<T: Send>(
+    py: Python<'_>,
+    work: impl FnOnce() -> Result<T, Error> + Send,
+) -> PyResult<T> {
     py.detach(work).into_py_result(py)
 }

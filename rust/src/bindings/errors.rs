@@ -12,7 +12,13 @@ static FROM_NATIVE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 pub fn to_py(py: Python<'_>, err: &Error) -> PyErr {
     let build = || -> PyResult<PyErr> {
         let factory = FROM_NATIVE.import(py, "kvm_rs.errors", "_from_native")?;
-        let exc = factory.call1((err.to_string(), !err.is_soft(), err.errno(), err.filename(), err.address()))?;
+        let exc = factory.call1((
+            err.to_string(),
+            !err.is_soft(),
+            err.errno(),
+            err.filename(),
+            err.address(),
+        ))?;
         Ok(PyErr::from_value(exc))
     };
     build().unwrap_or_else(|failure| failure)

@@ -12,6 +12,10 @@ use super::errors::to_py;
 use crate::errors::Error;
 use crate::session::{OpenRequest, Session};
 
+/// Reads at least this large release the GIL (measured by benches/read_gil.py: below it,
+/// detaching costs more than the copy it frees the interpreter for).
+const DETACH_READ_BYTES: usize = 64 * 1024;
+
 #[pyclass(frozen, module = "kvm_rs._native")]
 pub struct Handle {
     session: Mutex<Option<Arc<Session>>>,
@@ -19,7 +23,9 @@ pub struct Handle {
 
 impl Handle {
     pub fn new(session: Session) -> Handle {
-        Handle { session: Mutex::new(Some(Arc::new(session))) }
+        Handle {
+            session: Mutex::new(Some(Arc::new(session))),
+        }
     }
 
     fn session(&self, py: Python<'_>) -> PyResult<Arc<Session>> {
@@ -32,7 +38,11 @@ impl Handle {
 impl Handle {
     /// Releases the files: 0, or -1 when the handle was already closed. Never raises.
     fn close(&self) -> i32 {
-        let taken = self.session.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let taken = self
+            .session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if taken.is_some() {
             0
         } else {
@@ -42,7 +52,10 @@ impl Handle {
 
     #[getter]
     fn closed(&self) -> bool {
-        self.session.lock().unwrap_or_else(PoisonError::into_inner).is_none()
+        self.session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
     }
 
     /// `(n_type, value)` or None per name. The first call builds the name index, detached.
@@ -55,10 +68,35 @@ impl Handle {
         detached(py, move || session.nlist(&names))
     }
 
+    /// `kvm_read`: `(bytes read, error or None)`. The error is returned, not raised: a short
+    /// read carries both data and an error. Large reads run detached.
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        addr: u64,
+        size: usize,
+    ) -> PyResult<(Bound<'py, PyBytes>, Option<PyErr>)> {
+        let session = self.session(py)?;
+        let (data, error) = if size >= DETACH_READ_BYTES {
+            py.detach(|| session.read(addr, size))
+        } else {
+            session.read(addr, size)
+        };
+        Ok((PyBytes::new(py, &data), error.map(|e| to_py(py, &e))))
+    }
+
+    /// `kvm_write`: bytes written; raises on error.
+    fn write(&self, py: Python<'_>, addr: u64, data: Vec<u8>) -> PyResult<usize> {
+        let session = self.session(py)?;
+        detached(py, move || session.write(addr, &data))
+    }
+
     /// `Kvm.info` as a dict; None for a handle with no core file.
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
         let session = self.session(py)?;
-        let Some(info) = session.info() else { return Ok(None) };
+        let Some(info) = session.info() else {
+            return Ok(None);
+        };
         let dict = PyDict::new(py);
         dict.set_item("format", info.format)?;
         dict.set_item("compression", info.compression)?;
@@ -86,10 +124,19 @@ impl Handle {
     }
 
     /// The core file's bytes at `offset` (test and diagnostics aid; no translation).
-    fn _core_bytes<'py>(&self, py: Python<'py>, offset: u64, len: usize) -> PyResult<Bound<'py, PyBytes>> {
+    fn _core_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        offset: u64,
+        len: usize,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let session = self.session(py)?;
         let bytes = match session.core() {
-            Some(core) => core.medium.bytes_at(offset, len.min(1 << 20)).map(|b| b.into_owned()).unwrap_or_default(),
+            Some(core) => core
+                .medium
+                .bytes_at(offset, len.min(1 << 20))
+                .map(|b| b.into_owned())
+                .unwrap_or_default(),
             None => Vec::new(),
         };
         Ok(PyBytes::new(py, &bytes))
@@ -109,7 +156,15 @@ pub fn open_session(
     path_unix: Vec<u8>,
     path_devmem: Vec<u8>,
 ) -> PyResult<Handle> {
-    let request = OpenRequest { execfile, corefile, swapfile, flags, path_ksyms, path_unix, path_devmem };
+    let request = OpenRequest {
+        execfile,
+        corefile,
+        swapfile,
+        flags,
+        path_ksyms,
+        path_unix,
+        path_devmem,
+    };
     let session = detached(py, move || Session::open(&request))?;
     Ok(Handle::new(session))
 }

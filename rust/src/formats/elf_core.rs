@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use super::segments::SegmentIndex;
 use super::vmcoreinfo::{VmcoreInfo, MAX_VMCOREINFO};
 use super::{machine_name, Core, Fields, Layout};
 use crate::errors::CoreFault;
@@ -37,6 +38,9 @@ pub struct ElfCore {
     pub big_endian: bool,
     pub e_machine: u16,
     pub loads: Vec<Segment>,
+    /// PT_LOADs by kernel virtual address (where p_vaddr is one) and by physical address.
+    pub by_vaddr: SegmentIndex,
+    pub by_paddr: SegmentIndex,
     pub vmcoreinfo: VmcoreInfo,
     /// NT_PRSTATUS notes: one per CPU that was online.
     pub cpus: usize,
@@ -65,17 +69,27 @@ fn invalid(what: String) -> CoreFault {
     CoreFault::Invalid(what)
 }
 
-fn read_exact(medium: &dyn Medium, offset: u64, len: u64, what: &str) -> Result<Vec<u8>, CoreFault> {
+fn read_exact(
+    medium: &dyn Medium,
+    offset: u64,
+    len: u64,
+    what: &str,
+) -> Result<Vec<u8>, CoreFault> {
     let len = usize::try_from(len).map_err(|_| invalid(format!("{what} outside the file")))?;
     match medium.exact_at(offset, len) {
         Ok(Some(bytes)) => Ok(bytes.into_owned()),
         Ok(None) => Err(truncated(what)),
-        Err(e) => Err(invalid(format!("{what}: {}", crate::errors::strerror(e.raw_os_error().unwrap_or(libc::EIO))))),
+        Err(e) => Err(invalid(format!(
+            "{what}: {}",
+            crate::errors::strerror(e.raw_os_error().unwrap_or(libc::EIO))
+        ))),
     }
 }
 
 fn parse_ehdr(medium: &dyn Medium) -> Result<Ehdr, CoreFault> {
-    let ident = medium.bytes_at(0, 16).map_err(|_| truncated("ELF header"))?;
+    let ident = medium
+        .bytes_at(0, 16)
+        .map_err(|_| truncated("ELF header"))?;
     let (class, data) = match (ident.get(4), ident.get(5)) {
         (Some(&c), Some(&d)) => (c, d),
         _ => return Err(truncated("ELF header")),
@@ -121,14 +135,18 @@ fn program_header_count(medium: &dyn Medium, eh: &Ehdr) -> Result<u64, CoreFault
     }
     let shsize: u16 = if eh.class64 { 64 } else { 40 };
     if eh.shoff == 0 {
-        return Err(invalid("e_phnum is PN_XNUM but there is no section header 0".into()));
+        return Err(invalid(
+            "e_phnum is PN_XNUM but there is no section header 0".into(),
+        ));
     }
     if eh.shentsize != shsize {
         return Err(invalid(format!("e_shentsize {}", eh.shentsize)));
     }
     let raw = read_exact(medium, eh.shoff, u64::from(shsize), "section header 0")?;
     let f = Fields::new(&raw, eh.big_endian);
-    let info = f.u32(if eh.class64 { 44 } else { 28 }).ok_or_else(|| truncated("section header 0"))?;
+    let info = f
+        .u32(if eh.class64 { 44 } else { 28 })
+        .ok_or_else(|| truncated("section header 0"))?;
     Ok(u64::from(info))
 }
 
@@ -195,7 +213,9 @@ pub fn parse(medium: &dyn Medium) -> Result<ElfCore, CoreFault> {
         match p_type {
             PT_LOAD => {
                 if seg.filesz > seg.memsz {
-                    return Err(invalid(format!("program header {index}: p_filesz > p_memsz")));
+                    return Err(invalid(format!(
+                        "program header {index}: p_filesz > p_memsz"
+                    )));
                 }
                 truncated_data |= end > file_size;
                 loads.push(seg);
@@ -205,11 +225,16 @@ pub fn parse(medium: &dyn Medium) -> Result<ElfCore, CoreFault> {
         }
     }
 
+    let by_vaddr = SegmentIndex::build(&loads, |s| valid_vaddr(s, eh.class64).then_some(s.vaddr));
+    // kcore marks segments with no physical address (vmalloc, modules) p_paddr = -1.
+    let by_paddr = SegmentIndex::build(&loads, |s| (s.paddr != u64::MAX).then_some(s.paddr));
     let mut core = ElfCore {
         class64: eh.class64,
         big_endian: eh.big_endian,
         e_machine: eh.e_machine,
         loads,
+        by_vaddr,
+        by_paddr,
         vmcoreinfo: VmcoreInfo::default(),
         cpus: 0,
         qemu_notes: 0,
@@ -230,6 +255,16 @@ pub fn parse(medium: &dyn Medium) -> Result<ElfCore, CoreFault> {
     Ok(core)
 }
 
+/// Is p_vaddr a kernel virtual address? QEMU's non-paging dumps copy p_paddr into p_vaddr;
+/// kernel addresses of 64-bit machines lie in the upper half.
+fn valid_vaddr(seg: &Segment, class64: bool) -> bool {
+    if class64 {
+        seg.vaddr >> 63 == 1
+    } else {
+        seg.vaddr != seg.paddr
+    }
+}
+
 impl ElfCore {
     fn take_note(&mut self, note: &Note<'_>) {
         match (note.name, note.n_type) {
@@ -242,13 +277,13 @@ impl ElfCore {
         }
     }
 
-    pub fn into_core(self, medium: Arc<dyn Medium>, live: bool) -> Core {
+    pub fn into_core(mut self, medium: Arc<dyn Medium>, live: bool) -> Core {
         Core {
             format: if live { "kcore" } else { "elf" },
             compression: None,
             machine: machine_name(self.e_machine).map(str::to_owned),
             page_size: self.vmcoreinfo.page_size(),
-            vmcoreinfo: self.vmcoreinfo.clone(),
+            vmcoreinfo: std::mem::take(&mut self.vmcoreinfo),
             header_release: None,
             truncated: self.truncated,
             live,
@@ -274,7 +309,11 @@ pub struct Notes<'a> {
 
 impl<'a> Notes<'a> {
     pub fn new(raw: &'a [u8], big_endian: bool) -> Notes<'a> {
-        Notes { raw, big_endian, pos: 0 }
+        Notes {
+            raw,
+            big_endian,
+            pos: 0,
+        }
     }
 }
 
@@ -297,15 +336,17 @@ impl<'a> Iterator for Notes<'a> {
             return malformed();
         };
         let name_start = 12usize;
-        let Some(desc_start) = align4(namesz as usize).and_then(|n| n.checked_add(name_start)) else {
+        let Some(desc_start) = align4(namesz as usize).and_then(|n| n.checked_add(name_start))
+        else {
             return malformed();
         };
         let Some(desc_end) = desc_start.checked_add(descsz as usize) else {
             return malformed();
         };
-        let (Some(name), Some(desc)) =
-            (rest.get(name_start..name_start + namesz as usize), rest.get(desc_start..desc_end))
-        else {
+        let (Some(name), Some(desc)) = (
+            rest.get(name_start..name_start + namesz as usize),
+            rest.get(desc_start..desc_end),
+        ) else {
             return malformed();
         };
         let name = name.strip_suffix(b"\0").unwrap_or(name);

@@ -60,7 +60,9 @@ impl Flattened {
             return Err(CoreFault::Invalid(format!("flattened header type {kind}")));
         }
         if version != 1 {
-            return Err(CoreFault::Invalid(format!("flattened header version {version}")));
+            return Err(CoreFault::Invalid(format!(
+                "flattened header version {version}"
+            )));
         }
         let mut pieces = Vec::new();
         let mut pos = HEADER_SIZE;
@@ -89,22 +91,36 @@ impl Flattened {
                 )));
             }
             if offset.checked_add(size).is_none() {
-                return Err(CoreFault::Invalid(format!("flattened record at {pos:#x}: offset {offset}")));
+                return Err(CoreFault::Invalid(format!(
+                    "flattened record at {pos:#x}: offset {offset}"
+                )));
             }
             if size > 0 {
-                pieces.push(Piece { start: offset, len: size, source: data });
+                pieces.push(Piece {
+                    start: offset,
+                    len: size,
+                    source: data,
+                });
             }
             pos = data + size;
         }
         let pieces = resolve_overlaps(pieces);
         let size = pieces.last().map_or(0, Piece::end);
         let records = pieces.len();
-        Ok(Flattened { outer, pieces, size, records })
+        Ok(Flattened {
+            outer,
+            pieces,
+            size,
+            records,
+        })
     }
 
     /// The piece holding inner offset `at`, if any.
     fn piece_at(&self, at: u64) -> Option<&Piece> {
-        let index = self.pieces.partition_point(|p| p.start <= at).checked_sub(1)?;
+        let index = self
+            .pieces
+            .partition_point(|p| p.start <= at)
+            .checked_sub(1)?;
         self.pieces.get(index).filter(|p| at < p.end())
     }
 }
@@ -114,7 +130,10 @@ impl Flattened {
 fn resolve_overlaps(mut pieces: Vec<Piece>) -> Vec<Piece> {
     let mut sorted = pieces.clone();
     sorted.sort_by_key(|p| p.start);
-    if sorted.windows(2).all(|w| matches!(w, [a, b] if a.end() <= b.start)) {
+    if sorted
+        .windows(2)
+        .all(|w| matches!(w, [a, b] if a.end() <= b.start))
+    {
         return sorted;
     }
     let mut map: BTreeMap<u64, Piece> = BTreeMap::new();
@@ -133,7 +152,14 @@ fn resolve_overlaps(mut pieces: Vec<Piece>) -> Vec<Piece> {
             }
             if old.end() > new.end() {
                 let cut = new.end() - old.start;
-                map.insert(new.end(), Piece { start: new.end(), len: old.len - cut, source: old.source + cut });
+                map.insert(
+                    new.end(),
+                    Piece {
+                        start: new.end(),
+                        len: old.len - cut,
+                        source: old.source + cut,
+                    },
+                );
             }
         }
         map.insert(new.start, new);
@@ -159,7 +185,9 @@ impl Medium for Flattened {
         let mut out = Vec::with_capacity(len);
         let mut at = offset;
         while out.len() < len {
-            let Some(piece) = self.piece_at(at) else { break };
+            let Some(piece) = self.piece_at(at) else {
+                break;
+            };
             let within = at - piece.start;
             let take = (piece.len - within).min((len - out.len()) as u64) as usize;
             let bytes = self.outer.bytes_at(piece.source + within, take)?;
@@ -181,16 +209,36 @@ mod tests {
     #[test]
     fn later_records_win() {
         let pieces = vec![
-            Piece { start: 0, len: 100, source: 1000 },
-            Piece { start: 50, len: 10, source: 2000 },
+            Piece {
+                start: 0,
+                len: 100,
+                source: 1000,
+            },
+            Piece {
+                start: 50,
+                len: 10,
+                source: 2000,
+            },
         ];
         let resolved = resolve_overlaps(pieces);
         assert_eq!(
             resolved,
             vec![
-                Piece { start: 0, len: 50, source: 1000 },
-                Piece { start: 50, len: 10, source: 2000 },
-                Piece { start: 60, len: 40, source: 1060 },
+                Piece {
+                    start: 0,
+                    len: 50,
+                    source: 1000
+                },
+                Piece {
+                    start: 50,
+                    len: 10,
+                    source: 2000
+                },
+                Piece {
+                    start: 60,
+                    len: 40,
+                    source: 1060
+                },
             ]
         );
     }

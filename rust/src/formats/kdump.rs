@@ -7,11 +7,14 @@
 //! producer's compiler laid it out, so its offsets depend on the width of `long` (the dump's
 //! machine), and the 64-bit sub-header fields on how that ABI aligns `long long`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::elf_core::Notes;
 use super::vmcoreinfo::{VmcoreInfo, MAX_VMCOREINFO};
+use super::Gap;
 use super::{machine_is_64bit, Core, Fields, Layout};
+use crate::cache::PageCache;
+use crate::decompress::{decompress, COMPRESSION_MASK};
 use crate::errors::CoreFault;
 use crate::mapping::Medium;
 
@@ -58,7 +61,6 @@ impl Abi {
     }
 }
 
-#[derive(Debug, Clone)]
 pub struct KdumpCore {
     pub abi: Abi,
     pub header_version: u32,
@@ -78,6 +80,67 @@ pub struct KdumpCore {
     pub descriptors_offset: u64,
     pub dumped_pages: u64,
     pub truncated: bool,
+    /// Built on the first page read, not at open.
+    rank: OnceLock<Result<RankIndex, String>>,
+    pages: PageCache,
+}
+
+/// Which page frames the dump holds, and each one's position in the descriptor table:
+/// the dumpable bitmap as words, with a running count of set bits per block of words.
+struct RankIndex {
+    words: Vec<u64>,
+    block_counts: Vec<u64>,
+}
+
+const WORDS_PER_BLOCK: usize = 8;
+
+impl RankIndex {
+    fn build(bitmap: &[u8], max_mapnr: u64) -> RankIndex {
+        let mut words: Vec<u64> = bitmap
+            .chunks(8)
+            .map(|chunk| {
+                let mut raw = [0u8; 8];
+                raw.iter_mut().zip(chunk).for_each(|(dst, src)| *dst = *src);
+                u64::from_le_bytes(raw)
+            })
+            .collect();
+        // Bits at and above max_mapnr are not pages.
+        let tail = (max_mapnr % 64) as u32;
+        if let (Some(last), true) = (words.last_mut(), tail != 0) {
+            *last &= (1u64 << tail) - 1;
+        }
+        words.truncate(max_mapnr.div_ceil(64) as usize);
+        let mut block_counts = Vec::with_capacity(words.len() / WORDS_PER_BLOCK + 1);
+        let mut total = 0u64;
+        for block in words.chunks(WORDS_PER_BLOCK) {
+            block_counts.push(total);
+            total += block.iter().map(|w| u64::from(w.count_ones())).sum::<u64>();
+        }
+        RankIndex {
+            words,
+            block_counts,
+        }
+    }
+
+    /// The descriptor index of `pfn`, or None when the dump does not hold it.
+    fn rank(&self, pfn: u64) -> Option<u64> {
+        let word_at = usize::try_from(pfn / 64).ok()?;
+        let bit = pfn % 64;
+        let word = *self.words.get(word_at)?;
+        if word & (1 << bit) == 0 {
+            return None;
+        }
+        let block = word_at / WORDS_PER_BLOCK;
+        let before_block = *self.block_counts.get(block)?;
+        let in_block: u64 = self
+            .words
+            .get(block * WORDS_PER_BLOCK..word_at)?
+            .iter()
+            .map(|w| u64::from(w.count_ones()))
+            .sum();
+        let in_word = u64::from((word & ((1 << bit) - 1)).count_ones());
+        Some(before_block + in_block + in_word)
+    }
 }
 
 fn truncated(what: &str) -> CoreFault {
@@ -115,14 +178,26 @@ fn detect_abi(head: &[u8], machine: &str) -> Result<Abi, CoreFault> {
         None => &[true, false],
     };
     for &wide in widths {
-        let abi = Abi { big_endian, wide, llong_align8: wide || !machine.starts_with('i') };
+        let abi = Abi {
+            big_endian,
+            wide,
+            llong_align8: wide || !machine.starts_with('i'),
+        };
         let f = Fields::new(head, big_endian);
-        if f.u32(abi.status_offset() + 4).is_some_and(plausible_block_size) {
+        if f.u32(abi.status_offset() + 4)
+            .is_some_and(plausible_block_size)
+        {
             return Ok(abi);
         }
     }
-    let abi = Abi { big_endian, wide: widths.first().copied().unwrap_or(true), llong_align8: true };
-    let block_size = Fields::new(head, big_endian).u32(abi.status_offset() + 4).unwrap_or(0);
+    let abi = Abi {
+        big_endian,
+        wide: widths.first().copied().unwrap_or(true),
+        llong_align8: true,
+    };
+    let block_size = Fields::new(head, big_endian)
+        .u32(abi.status_offset() + 4)
+        .unwrap_or(0);
     Err(invalid(format!("block_size {block_size}")))
 }
 
@@ -182,7 +257,10 @@ impl SubLayout {
 
 pub fn parse(medium: &dyn Medium) -> Result<KdumpCore, CoreFault> {
     // The largest header layout (64-bit) is 464 bytes; read what is there.
-    let head = medium.bytes_at(0, 464).map_err(|_| truncated("disk_dump_header"))?.into_owned();
+    let head = medium
+        .bytes_at(0, 464)
+        .map_err(|_| truncated("disk_dump_header"))?
+        .into_owned();
     let machine_field = head.get(UTSNAME_OFFSET + 4 * UTS_LEN..UTSNAME_OFFSET + 5 * UTS_LEN);
     let machine = machine_field.map(c_string).unwrap_or_default();
     if head.len() < 12 {
@@ -225,6 +303,8 @@ pub fn parse(medium: &dyn Medium) -> Result<KdumpCore, CoreFault> {
         descriptors_offset: 0,
         dumped_pages: 0,
         truncated: status & DUMP_DH_COMPRESSED_INCOMPLETE != 0,
+        rank: OnceLock::new(),
+        pages: PageCache::new(crate::cache::DEFAULT_PAGES),
     };
     if sub_hdr_size > 1 << 20 {
         return Err(invalid(format!("sub_hdr_size {sub_hdr_size}")));
@@ -258,7 +338,10 @@ impl KdumpCore {
         let raw = exact(medium, self.block_size, needed as u64, "kdump_sub_header")?;
         let f = Fields::new(&raw, self.abi.big_endian);
         let wide = self.abi.wide;
-        let field = |off: usize| f.word(off, wide).ok_or_else(|| truncated("kdump_sub_header"));
+        let field = |off: usize| {
+            f.word(off, wide)
+                .ok_or_else(|| truncated("kdump_sub_header"))
+        };
         let u64_field = |off: usize| f.u64(off).ok_or_else(|| truncated("kdump_sub_header"));
         self.phys_base = Some(field(layout.phys_base)?);
         self.dump_level = f.u32(layout.dump_level);
@@ -325,10 +408,18 @@ impl KdumpCore {
     fn check_descriptors(&mut self, medium: &dyn Medium) -> Result<(), CoreFault> {
         let (offset, len) = self.dumpable_bitmap;
         let len = usize::try_from(len).map_err(|_| invalid("bitmap outside the file".into()))?;
-        let bitmap = medium.exact_at(offset, len).ok().flatten().ok_or_else(|| truncated("bitmap"))?;
+        let bitmap = medium
+            .exact_at(offset, len)
+            .ok()
+            .flatten()
+            .ok_or_else(|| truncated("bitmap"))?;
         let full_bytes = (self.max_mapnr / 8) as usize;
-        let mut count: u64 =
-            bitmap.get(..full_bytes).unwrap_or(&[]).iter().map(|b| u64::from(b.count_ones())).sum();
+        let mut count: u64 = bitmap
+            .get(..full_bytes)
+            .unwrap_or(&[])
+            .iter()
+            .map(|b| u64::from(b.count_ones()))
+            .sum();
         let tail_bits = self.max_mapnr % 8;
         if tail_bits != 0 {
             let last = bitmap.get(full_bytes).copied().unwrap_or(0);
@@ -338,7 +429,12 @@ impl KdumpCore {
         if count == 0 {
             return Ok(());
         }
-        let first = exact(medium, self.descriptors_offset, PAGE_DESC_SIZE, "page descriptors")?;
+        let first = exact(
+            medium,
+            self.descriptors_offset,
+            PAGE_DESC_SIZE,
+            "page descriptors",
+        )?;
         let last_at = self.descriptors_offset + (count - 1) * PAGE_DESC_SIZE;
         let last = exact(medium, last_at, PAGE_DESC_SIZE, "page descriptors")?;
         let table_end = last_at + PAGE_DESC_SIZE;
@@ -349,12 +445,99 @@ impl KdumpCore {
                 return Err(truncated("page descriptors"));
             };
             if off < table_end && off != 0 {
-                return Err(invalid(format!("page descriptor points into the headers ({off:#x})")));
+                return Err(invalid(format!(
+                    "page descriptor points into the headers ({off:#x})"
+                )));
             }
             data_end = data_end.max(off.saturating_add(u64::from(size)));
         }
         self.truncated |= data_end > medium.size();
         Ok(())
+    }
+
+    fn rank_index(&self, medium: &dyn Medium) -> Result<&RankIndex, Gap> {
+        let built = self.rank.get_or_init(|| {
+            let (offset, len) = self.dumpable_bitmap;
+            let len = usize::try_from(len).map_err(|_| "bitmap too large".to_owned())?;
+            let bitmap = medium
+                .exact_at(offset, len)
+                .ok()
+                .flatten()
+                .ok_or("bitmap unreadable")?;
+            Ok(RankIndex::build(&bitmap, self.max_mapnr))
+        });
+        built.as_ref().map_err(|e| Gap::Corrupt(e.clone()))
+    }
+
+    /// Page frame `pfn`, decompressed (cached).
+    pub fn page(&self, medium: &dyn Medium, pfn: u64) -> Result<Arc<[u8]>, Gap> {
+        if let Some(page) = self.pages.get(pfn) {
+            return Ok(page);
+        }
+        let index = self.rank_index(medium)?.rank(pfn).ok_or(Gap::Missing)?;
+        let at = index
+            .checked_mul(PAGE_DESC_SIZE)
+            .and_then(|rel| rel.checked_add(self.descriptors_offset))
+            .ok_or(Gap::Missing)?;
+        let raw = medium
+            .exact_at(at, PAGE_DESC_SIZE as usize)
+            .ok()
+            .flatten()
+            .ok_or(Gap::Truncated)?;
+        let f = Fields::new(&raw, self.abi.big_endian);
+        let (Some(offset), Some(size), Some(flags)) = (f.u64(0), f.u32(8), f.u32(12)) else {
+            return Err(Gap::Truncated);
+        };
+        let size = u64::from(size);
+        if offset == 0 || size == 0 || size > self.block_size {
+            return Err(Gap::Corrupt(format!(
+                "page descriptor of pfn {pfn:#x}: offset {offset:#x}, size {size}"
+            )));
+        }
+        let data = medium
+            .exact_at(offset, size as usize)
+            .ok()
+            .flatten()
+            .ok_or(Gap::Truncated)?;
+        let mut page = vec![0u8; self.block_size as usize];
+        if flags & COMPRESSION_MASK == 0 {
+            if size != self.block_size {
+                return Err(Gap::Corrupt(format!(
+                    "raw page of pfn {pfn:#x} has {size} bytes"
+                )));
+            }
+            page.copy_from_slice(&data);
+        } else {
+            decompress(flags, &data, &mut page)
+                .map_err(|e| Gap::Corrupt(format!("pfn {pfn:#x}: {e}")))?;
+        }
+        let page: Arc<[u8]> = Arc::from(page);
+        self.pages.insert(pfn, Arc::clone(&page));
+        Ok(page)
+    }
+
+    /// Where an uncompressed page lies in the file (for kvm_write), if it is one.
+    pub fn raw_page_offset(&self, medium: &dyn Medium, pfn: u64) -> Result<u64, Gap> {
+        let index = self.rank_index(medium)?.rank(pfn).ok_or(Gap::Missing)?;
+        let at = self.descriptors_offset + index * PAGE_DESC_SIZE;
+        let raw = medium
+            .exact_at(at, PAGE_DESC_SIZE as usize)
+            .ok()
+            .flatten()
+            .ok_or(Gap::Truncated)?;
+        let f = Fields::new(&raw, self.abi.big_endian);
+        match (f.u64(0), f.u32(8), f.u32(12)) {
+            (Some(offset), Some(size), Some(flags))
+                if flags & COMPRESSION_MASK == 0 && u64::from(size) == self.block_size =>
+            {
+                Ok(offset)
+            }
+            _ => Err(Gap::Corrupt(format!("page of pfn {pfn:#x} is compressed"))),
+        }
+    }
+
+    pub fn forget_cached(&self) {
+        self.pages.clear();
     }
 
     pub fn compression(&self) -> Option<String> {
@@ -364,8 +547,11 @@ impl KdumpCore {
             (DUMP_DH_COMPRESSED_SNAPPY, "snappy"),
             (DUMP_DH_COMPRESSED_ZSTD, "zstd"),
         ];
-        let used: Vec<&str> =
-            names.iter().filter(|(bit, _)| self.status & bit != 0).map(|&(_, name)| name).collect();
+        let used: Vec<&str> = names
+            .iter()
+            .filter(|(bit, _)| self.status & bit != 0)
+            .map(|&(_, name)| name)
+            .collect();
         match used.as_slice() {
             [] => None,
             [one] => Some((*one).to_owned()),
@@ -373,17 +559,17 @@ impl KdumpCore {
         }
     }
 
-    pub fn into_core(self, medium: Arc<dyn Medium>, format: &'static str) -> Core {
+    pub fn into_core(mut self, medium: Arc<dyn Medium>, format: &'static str) -> Core {
         Core {
             format,
             compression: self.compression(),
             machine: (!self.machine.is_empty()).then(|| self.machine.clone()),
             page_size: self.vmcoreinfo.page_size().or(Some(self.block_size)),
-            vmcoreinfo: self.vmcoreinfo.clone(),
+            vmcoreinfo: std::mem::take(&mut self.vmcoreinfo),
             header_release: (!self.release.is_empty()).then(|| self.release.clone()),
             truncated: self.truncated,
             live: false,
-            layout: Layout::Kdump(self),
+            layout: Layout::Kdump(Box::new(self)),
             medium,
         }
     }

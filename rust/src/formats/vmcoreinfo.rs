@@ -45,7 +45,10 @@ impl VmcoreInfo {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn osrelease(&self) -> Option<&str> {
@@ -96,7 +99,11 @@ pub fn parse_number(text: &str) -> Option<i64> {
         Some(hex) => u64::from_str_radix(hex, 16).ok()? as i64,
         None => body.parse::<i64>().ok()?,
     };
-    Some(if negative { magnitude.wrapping_neg() } else { magnitude })
+    Some(if negative {
+        magnitude.wrapping_neg()
+    } else {
+        magnitude
+    })
 }
 
 #[cfg(test)]

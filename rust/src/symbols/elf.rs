@@ -8,8 +8,12 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use goblin::container::Ctx;
-use goblin::elf::section_header::{SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE, SHT_NOBITS, SHT_NOTE, SHT_SYMTAB};
-use goblin::elf::sym::{Symtab, STB_GLOBAL, STB_LOCAL, STB_WEAK, STT_FILE, STT_OBJECT, STT_SECTION};
+use goblin::elf::section_header::{
+    SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE, SHT_NOBITS, SHT_NOTE, SHT_SYMTAB,
+};
+use goblin::elf::sym::{
+    Symtab, STB_GLOBAL, STB_LOCAL, STB_WEAK, STT_FILE, STT_OBJECT, STT_SECTION,
+};
 use goblin::elf::{Elf, SectionHeader};
 
 use super::{ElfFacts, Symbol};
@@ -54,8 +58,13 @@ impl ElfSymtab {
         let container = header.container().map_err(|_| SymbolFault::Unrecognized)?;
         let endian = header.endianness().map_err(|_| SymbolFault::Unrecognized)?;
         let ctx = Ctx::new(container, endian);
-        let shdrs = SectionHeader::parse(data, header.e_shoff as usize, usize::from(header.e_shnum), ctx)
-            .map_err(|_| SymbolFault::NoSymbolTable)?;
+        let shdrs = SectionHeader::parse(
+            data,
+            header.e_shoff as usize,
+            usize::from(header.e_shnum),
+            ctx,
+        )
+        .map_err(|_| SymbolFault::NoSymbolTable)?;
         let sections: Vec<Section> = shdrs
             .iter()
             .map(|sh| Section {
@@ -70,11 +79,21 @@ impl ElfSymtab {
             machine: machine_name(header.e_machine),
             build_id: build_id(data, &sections, endian.is_little()),
         };
-        let symtab = shdrs.iter().find(|sh| sh.sh_type == SHT_SYMTAB).ok_or(SymbolFault::NoSymbolTable)?;
+        let symtab = shdrs
+            .iter()
+            .find(|sh| sh.sh_type == SHT_SYMTAB)
+            .ok_or(SymbolFault::NoSymbolTable)?;
         let entsize = goblin::elf::sym::Sym::size(container) as u64;
-        let strtab = shdrs.get(symtab.sh_link as usize).ok_or(SymbolFault::NoSymbolTable)?;
-        let in_file = |offset: u64, size: u64| offset.checked_add(size).is_some_and(|end| end <= data.len() as u64);
-        if !in_file(symtab.sh_offset, symtab.sh_size) || !in_file(strtab.sh_offset, strtab.sh_size) {
+        let strtab = shdrs
+            .get(symtab.sh_link as usize)
+            .ok_or(SymbolFault::NoSymbolTable)?;
+        let in_file = |offset: u64, size: u64| {
+            offset
+                .checked_add(size)
+                .is_some_and(|end| end <= data.len() as u64)
+        };
+        if !in_file(symtab.sh_offset, symtab.sh_size) || !in_file(strtab.sh_offset, strtab.sh_size)
+        {
             return Err(SymbolFault::NoSymbolTable);
         }
         let symtab_count = (symtab.sh_size / entsize) as usize;
@@ -125,14 +144,29 @@ impl ElfSymtab {
 
     pub fn for_each(&self, data: &[u8], visit: &mut impl FnMut(&[u8], usize, Symbol)) {
         let (str_off, str_len) = self.strtab;
-        let Some(strtab) = data.get(str_off..str_off + str_len) else { return };
+        let Some(strtab) = data.get(str_off..str_off + str_len) else {
+            return;
+        };
         let _ = guarded(|| {
             for sym in self.symtab(data)?.iter() {
-                let Some(letter) = self.letter(&sym) else { continue };
-                let Some(rest) = strtab.get(sym.st_name..) else { continue };
+                let Some(letter) = self.letter(&sym) else {
+                    continue;
+                };
+                let Some(rest) = strtab.get(sym.st_name..) else {
+                    continue;
+                };
                 let len = memchr::memchr(0, rest).unwrap_or(rest.len());
-                let Some(name) = rest.get(..len).filter(|n| !n.is_empty()) else { continue };
-                visit(name, str_off + sym.st_name, Symbol { value: sym.st_value, letter });
+                let Some(name) = rest.get(..len).filter(|n| !n.is_empty()) else {
+                    continue;
+                };
+                visit(
+                    name,
+                    str_off + sym.st_name,
+                    Symbol {
+                        value: sym.st_value,
+                        letter,
+                    },
+                );
             }
             Some(())
         });
@@ -165,4 +199,3 @@ fn build_id(data: &[u8], sections: &[Section], little_endian: bool) -> Option<St
     }
     None
 }
-

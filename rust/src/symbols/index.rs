@@ -18,14 +18,20 @@ impl NameIndex {
         let mut entries = Vec::new();
         exec.for_each(|name, name_at, symbol| {
             if let Ok(name_len) = u32::try_from(name.len()) {
-                entries.push(Entry { name_at, name_len, symbol });
+                entries.push(Entry {
+                    name_at,
+                    name_len,
+                    symbol,
+                });
             }
         });
         let data = exec.data();
         // A name defined more than once (static functions) resolves to a global definition
         // first, then to the first in file order (the sort is stable).
         entries.sort_by(|a, b| {
-            name_of(data, a).cmp(name_of(data, b)).then(b.symbol.is_global().cmp(&a.symbol.is_global()))
+            name_of(data, a)
+                .cmp(name_of(data, b))
+                .then(b.symbol.is_global().cmp(&a.symbol.is_global()))
         });
         entries.dedup_by(|later, first| name_of(data, later) == name_of(data, first));
         entries.shrink_to_fit();
@@ -41,11 +47,15 @@ impl NameIndex {
     }
 
     pub fn get(&self, data: &[u8], name: &[u8]) -> Option<Symbol> {
-        let at = self.entries.binary_search_by(|e| name_of(data, e).cmp(name)).ok()?;
+        let at = self
+            .entries
+            .binary_search_by(|e| name_of(data, e).cmp(name))
+            .ok()?;
         self.entries.get(at).map(|e| e.symbol)
     }
 }
 
 fn name_of<'a>(data: &'a [u8], entry: &Entry) -> &'a [u8] {
-    data.get(entry.name_at..entry.name_at + entry.name_len as usize).unwrap_or(&[])
+    data.get(entry.name_at..entry.name_at + entry.name_len as usize)
+        .unwrap_or(&[])
 }

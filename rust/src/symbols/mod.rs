@@ -115,7 +115,14 @@ impl ExecFile {
         } else {
             (text::detect(data, from_procfs)?, None, ElfFacts::default())
         };
-        Ok(ExecFile { path: path.to_owned(), format, bytes, elf, facts, index: OnceLock::new() })
+        Ok(ExecFile {
+            path: path.to_owned(),
+            format,
+            bytes,
+            elf,
+            facts,
+            index: OnceLock::new(),
+        })
     }
 
     pub fn data(&self) -> &[u8] {
@@ -137,7 +144,9 @@ impl ExecFile {
         let mut found: HashMap<String, Symbol> = HashMap::new();
         self.for_each(|name, _, sym| {
             if let Some(&key) = wanted.get(name) {
-                let keep = found.get(key).is_some_and(|old| old.is_global() || !sym.is_global());
+                let keep = found
+                    .get(key)
+                    .is_some_and(|old| old.is_global() || !sym.is_global());
                 if !keep {
                     found.insert(key.to_owned(), sym);
                 }

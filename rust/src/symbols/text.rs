@@ -22,7 +22,10 @@ fn parse_line(line: &[u8]) -> Option<(u64, u8, usize, usize)> {
     }
     let name_start = space + 3;
     let rest = line.get(name_start..)?;
-    let name_len = rest.iter().position(|&b| b == b'\t' || b == b' ').unwrap_or(rest.len());
+    let name_len = rest
+        .iter()
+        .position(|&b| b == b'\t' || b == b' ')
+        .unwrap_or(rest.len());
     if name_len == 0 {
         return None;
     }
@@ -61,7 +64,9 @@ pub fn detect(data: &[u8], from_procfs: bool) -> Result<ExecFormat, SymbolFault>
     if probed == 0 {
         return Err(SymbolFault::Unrecognized);
     }
-    let any_address = lines(data).filter_map(|(_, l)| parse_line(l)).any(|(addr, ..)| addr != 0);
+    let any_address = lines(data)
+        .filter_map(|(_, l)| parse_line(l))
+        .any(|(addr, ..)| addr != 0);
     if !any_address {
         return Err(SymbolFault::HiddenAddresses);
     }
@@ -94,8 +99,14 @@ mod tests {
         assert_eq!(detect(map, false), Ok(ExecFormat::SystemMap));
         let ksyms = b"ffffffff81000000 T _stext\nffffffffc0201000 t f\t[mod]\n";
         assert_eq!(detect(ksyms, false), Ok(ExecFormat::Kallsyms));
-        assert_eq!(detect(b"0000000000000000 T _stext\n", false), Err(SymbolFault::HiddenAddresses));
-        assert_eq!(detect(b"this is a text file", false), Err(SymbolFault::Unrecognized));
+        assert_eq!(
+            detect(b"0000000000000000 T _stext\n", false),
+            Err(SymbolFault::HiddenAddresses)
+        );
+        assert_eq!(
+            detect(b"this is a text file", false),
+            Err(SymbolFault::Unrecognized)
+        );
         assert_eq!(detect(b"\n\n", false), Err(SymbolFault::Unrecognized));
     }
 
@@ -107,6 +118,12 @@ mod tests {
             assert_eq!(&data[at..at + name.len()], name);
             seen.push((name.to_vec(), sym.value, sym.letter));
         });
-        assert_eq!(seen, vec![(b"_stext".to_vec(), 0xffffffff81000000, b'T'), (b"x".to_vec(), 0xffffffff82000000, b'd')]);
+        assert_eq!(
+            seen,
+            vec![
+                (b"_stext".to_vec(), 0xffffffff81000000, b'T'),
+                (b"x".to_vec(), 0xffffffff82000000, b'd')
+            ]
+        );
     }
 }

@@ -1,0 +1,102 @@
+//! Page codecs of kdump-compressed dumps. Each decompressed page must be exactly one page:
+//! a shorter or longer result means a corrupt dump, never a partial page.
+
+use crate::formats::kdump::{
+    DUMP_DH_COMPRESSED_LZO, DUMP_DH_COMPRESSED_SNAPPY, DUMP_DH_COMPRESSED_ZLIB,
+    DUMP_DH_COMPRESSED_ZSTD,
+};
+
+pub const COMPRESSION_MASK: u32 = DUMP_DH_COMPRESSED_ZLIB
+    | DUMP_DH_COMPRESSED_LZO
+    | DUMP_DH_COMPRESSED_SNAPPY
+    | DUMP_DH_COMPRESSED_ZSTD;
+
+/// Decompresses one page stored with descriptor flags `flags` into `page` (one page long).
+pub fn decompress(flags: u32, src: &[u8], page: &mut [u8]) -> Result<(), String> {
+    let want = page.len();
+    let got = match flags & COMPRESSION_MASK {
+        DUMP_DH_COMPRESSED_ZLIB => {
+            let mut inflater = flate2::Decompress::new(true);
+            match inflater.decompress(src, page, flate2::FlushDecompress::Finish) {
+                Ok(flate2::Status::StreamEnd) => inflater.total_out() as usize,
+                Ok(_) => return Err("zlib data does not end within one page".into()),
+                Err(e) => return Err(format!("zlib: {e}")),
+            }
+        }
+        DUMP_DH_COMPRESSED_LZO => {
+            lzo1x::decompress(src, page).map_err(|e| format!("lzo: {e:?}"))?;
+            want
+        }
+        DUMP_DH_COMPRESSED_SNAPPY => {
+            let len = snap::raw::decompress_len(src).map_err(|e| format!("snappy: {e}"))?;
+            if len != want {
+                return Err(format!("snappy page of {len} bytes"));
+            }
+            snap::raw::Decoder::new()
+                .decompress(src, page)
+                .map_err(|e| format!("snappy: {e}"))?
+        }
+        DUMP_DH_COMPRESSED_ZSTD => {
+            zstd::bulk::decompress_to_buffer(src, page).map_err(|e| format!("zstd: {e}"))?
+        }
+        other => return Err(format!("unsupported compression flags {other:#x}")),
+    };
+    if got != want {
+        return Err(format!(
+            "decompressed to {got} bytes, not one page of {want}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn page() -> Vec<u8> {
+        (0..4096u32).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn every_codec_round_trips_one_page() {
+        let original = page();
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        zlib.write_all(&original).unwrap();
+        let cases = [
+            (DUMP_DH_COMPRESSED_ZLIB, zlib.finish().unwrap()),
+            (
+                DUMP_DH_COMPRESSED_LZO,
+                lzo1x::compress(&original, lzo1x::CompressLevel::default()),
+            ),
+            (
+                DUMP_DH_COMPRESSED_SNAPPY,
+                snap::raw::Encoder::new().compress_vec(&original).unwrap(),
+            ),
+        ];
+        for (flag, compressed) in cases {
+            let mut out = vec![0u8; 4096];
+            decompress(flag, &compressed, &mut out).unwrap();
+            assert_eq!(out, original, "flag {flag:#x}");
+            let mut short = vec![0u8; 2048];
+            assert!(
+                decompress(flag, &compressed, &mut short).is_err(),
+                "flag {flag:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let mut out = vec![0u8; 4096];
+        for flag in [
+            DUMP_DH_COMPRESSED_ZLIB,
+            DUMP_DH_COMPRESSED_LZO,
+            DUMP_DH_COMPRESSED_SNAPPY,
+            DUMP_DH_COMPRESSED_ZSTD,
+        ] {
+            assert!(decompress(flag, &[0xff; 64], &mut out).is_err());
+            assert!(decompress(flag, &[], &mut out).is_err());
+        }
+    }
+}

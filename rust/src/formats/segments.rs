@@ -1,0 +1,101 @@
+//! A sorted, non-overlapping interval index over PT_LOAD segments, built once at open:
+//! address → file bytes in O(log n), however many segments there are (a QEMU paging dump
+//! has 65,000). Where segments overlap (a physical page mapped at several virtual addresses
+//! in a paging dump), the first segment to cover an address keeps it: the bytes are the same.
+
+use super::elf_core::Segment;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    pub start: u64,
+    /// Exclusive end of the memory range (p_memsz).
+    pub end: u64,
+    /// File offset of `start`.
+    pub offset: u64,
+    /// Bytes from `start` that the file holds (p_filesz); the rest of the range reads as zeros.
+    pub file_len: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SegmentIndex {
+    pieces: Vec<Piece>,
+}
+
+impl SegmentIndex {
+    /// Indexes `segments` by the address `key` gives (None: the segment has no such address).
+    pub fn build(segments: &[Segment], key: impl Fn(&Segment) -> Option<u64>) -> SegmentIndex {
+        let mut keyed: Vec<(u64, &Segment)> = segments
+            .iter()
+            .filter(|s| s.memsz > 0)
+            .filter_map(|s| Some((key(s)?, s)))
+            .collect();
+        keyed.sort_by_key(|&(start, _)| start);
+        let mut pieces = Vec::with_capacity(keyed.len());
+        let mut covered = 0u64;
+        let mut any = false;
+        for (start, seg) in keyed {
+            let end = start.saturating_add(seg.memsz);
+            let from = if any { start.max(covered) } else { start };
+            if from >= end {
+                continue;
+            }
+            let skip = from - start;
+            pieces.push(Piece {
+                start: from,
+                end,
+                offset: seg.offset.saturating_add(skip),
+                file_len: seg.filesz.saturating_sub(skip),
+            });
+            covered = end;
+            any = true;
+        }
+        SegmentIndex { pieces }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.pieces.len()
+    }
+
+    pub fn find(&self, addr: u64) -> Option<&Piece> {
+        let at = self
+            .pieces
+            .partition_point(|p| p.start <= addr)
+            .checked_sub(1)?;
+        self.pieces.get(at).filter(|p| addr < p.end)
+    }
+
+    pub fn pieces(&self) -> &[Piece] {
+        &self.pieces
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(vaddr: u64, memsz: u64, offset: u64) -> Segment {
+        Segment {
+            vaddr,
+            paddr: vaddr,
+            offset,
+            filesz: memsz,
+            memsz,
+        }
+    }
+
+    #[test]
+    fn overlaps_resolve_to_disjoint_pieces() {
+        let index = SegmentIndex::build(
+            &[seg(0x2000, 0x1000, 0), seg(0x1000, 0x2000, 0x5000)],
+            |s| Some(s.vaddr),
+        );
+        assert_eq!(index.len(), 1);
+        assert_eq!(index.find(0x2800).map(|p| p.offset), Some(0x5000));
+        assert!(index.find(0x3000).is_none());
+        assert!(index.find(0xfff).is_none());
+    }
+}

@@ -1,0 +1,221 @@
+"""Shared fixtures: the real-dump corpus (../shared/corpus), synthetic files, fd counting.
+
+The corpus lives beside the repository (`Path(__file__).resolve().parents[2] / "shared"`,
+else `$KVM_RS_SHARED`). Its compressed files are unpacked once per session by the corpus's
+own `unpack.py` (into `$KVM_RS_CORPUS_DIR`, else ~/.cache/kvm-rs-corpus). Without the corpus,
+the tests that need it skip, saying so; with it, they never skip: a failed unpack fails them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import elfwriter  # noqa: E402
+
+SYSTEM_MAP = "System.map-6.1.0-56-amd64"
+VMLINUX = "vmlinux-6.1.0-56-amd64.stripped"
+KALLSYMS = "kallsyms-host.txt"
+
+#: The release and addresses of the synthetic kernel the message tests use.
+TEST_RELEASE = "6.1.0-test"
+TEXT_ADDR = elfwriter.TEXT_ADDR
+
+
+def shared_dir() -> Optional[Path]:
+    """../shared beside the repository root, else $KVM_RS_SHARED; None if neither exists."""
+    beside = Path(__file__).resolve().parents[2] / "shared"
+    if (beside / "corpus").is_dir():
+        return beside
+    env = os.environ.get("KVM_RS_SHARED")
+    if env and (Path(env) / "corpus").is_dir():
+        return Path(env)
+    return None
+
+
+def _shared_truth() -> Optional[dict[str, Any]]:
+    shared = shared_dir()
+    if shared is None:
+        return None
+    return json.loads((shared / "corpus" / "truth.json").read_text())
+
+
+_TRUTH = _shared_truth()
+CORPUS_ABSENT = (
+    "corpus absent: no ../shared/corpus beside the repository and no $KVM_RS_SHARED/corpus"
+)
+#: Dump names (truth.json's "dumps" keys), known at collection time for readable test ids.
+DUMP_NAMES: list[str] = sorted(_TRUTH["dumps"]) if _TRUTH else []
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests taking `dump_name` run once per corpus dump (or skip once, corpus absent)."""
+    if "dump_name" in metafunc.fixturenames:
+        if DUMP_NAMES:
+            metafunc.parametrize("dump_name", DUMP_NAMES)
+        else:
+            metafunc.parametrize(
+                "dump_name", [pytest.param(None, marks=pytest.mark.skip(reason=CORPUS_ABSENT))]
+            )
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The unpacked corpus: `dir` holds every file uncompressed; `truth` is truth.json."""
+
+    dir: Path
+    truth: dict[str, Any]
+
+    @property
+    def dumps(self) -> list[str]:
+        return sorted(self.truth["dumps"])
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def dump(self, name: str) -> Path:
+        return self.dir / self.truth["dumps"][name]["file"]
+
+    def dump_truth(self, name: str) -> dict[str, Any]:
+        return self.truth["dumps"][name]
+
+    def vmcoreinfo_file(self, name: str) -> Path:
+        return self.dir / self.truth["dumps"][name]["vmcoreinfo_file"]
+
+    @property
+    def system_map(self) -> Path:
+        return self.dir / SYSTEM_MAP
+
+    @property
+    def vmlinux(self) -> Path:
+        return self.dir / VMLINUX
+
+    @property
+    def kallsyms(self) -> Path:
+        return self.dir / KALLSYMS
+
+    def exec_path(self, kind: str) -> Path:
+        return {"system.map": self.system_map, "vmlinux": self.vmlinux}[kind]
+
+    @property
+    def build_id(self) -> str:
+        # "eb4f... (== VMCOREINFO BUILD-ID in every dump)": the hex is the first word.
+        return self.truth["vmlinux"]["gnu_build_id"].split()[0]
+
+    def dumps_of_format(self, fmt: str) -> list[str]:
+        return [n for n in self.dumps if self.truth["dumps"][n]["format"] == fmt]
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Corpus:
+    """The corpus, unpacked. Skips only when ../shared/corpus is absent."""
+    shared = shared_dir()
+    if shared is None:
+        pytest.skip(CORPUS_ABSENT)
+    unpack = shared / "corpus" / "unpack.py"
+    run = subprocess.run(
+        [sys.executable, str(unpack)], capture_output=True, text=True, env=os.environ.copy()
+    )
+    if run.returncode != 0:
+        pytest.fail(f"{unpack} failed ({run.returncode}): {run.stderr.strip()}", pytrace=False)
+    folder = Path(run.stdout.strip().splitlines()[-1])
+    truth = json.loads((folder / "truth.json").read_text())
+    for needed in (SYSTEM_MAP, VMLINUX, KALLSYMS, *(d["file"] for d in truth["dumps"].values())):
+        if not (folder / needed).is_file():
+            pytest.fail(f"corpus file missing after unpack: {folder / needed}", pytrace=False)
+    return Corpus(folder, truth)
+
+
+@pytest.fixture
+def fd_count() -> Callable[[], int]:
+    """Counts this process's open file descriptors."""
+    return lambda: len(os.listdir("/proc/self/fd"))
+
+
+# -- synthetic files -------------------------------------------------------------------------
+
+#: Symbols of the synthetic kernel: (link-time value, nm letter, name).
+SYNTHETIC_SYMBOLS = [
+    (TEXT_ADDR, "T", "_text"),
+    (TEXT_ADDR, "T", "_stext"),
+    (TEXT_ADDR + 0x40, "t", "local_func"),
+    (TEXT_ADDR + 0x10_0000, "R", "linux_banner"),
+    (TEXT_ADDR + 0x20_0000, "D", "jiffies"),
+    (TEXT_ADDR + 0x20_0000, "D", "jiffies_64"),
+    (TEXT_ADDR + 0x20_0008, "d", "local_data"),
+    (TEXT_ADDR + 0x30_0000, "B", "mem_section"),
+    (TEXT_ADDR + 0x30_0010, "b", "local_bss"),
+    (0x1EA, "A", "kexec_control_code_size"),
+    (TEXT_ADDR + 0x40_0000, "B", "_end"),
+]
+
+
+def synthetic_vmcoreinfo(**extra: str) -> bytes:
+    """VMCOREINFO of the synthetic kernel (release TEST_RELEASE, unrandomized); keyword
+    arguments add or replace keys (`SYMBOL_x="..."` → `SYMBOL(x)=...`, `None` removes)."""
+    entries: dict[str, Optional[str]] = {
+        "OSRELEASE": TEST_RELEASE,
+        "PAGESIZE": "4096",
+        "SYMBOL(_stext)": f"{TEXT_ADDR:x}",
+        "KERNELOFFSET": "0",
+    }
+    for key, value in extra.items():
+        if key.startswith("SYMBOL_"):
+            key = f"SYMBOL({key[len('SYMBOL_'):]})"
+        elif key.startswith("NUMBER_"):
+            key = f"NUMBER({key[len('NUMBER_'):]})"
+        elif key == "BUILD_ID":
+            key = "BUILD-ID"
+        entries[key] = value
+    return elfwriter.vmcoreinfo_text({k: v for k, v in entries.items() if v is not None})
+
+
+@pytest.fixture
+def make_file(tmp_path: Path) -> Callable[[str, bytes], Path]:
+    """Writes `data` to tmp_path/name and returns the path."""
+
+    def make(name: str, data: bytes) -> Path:
+        path = tmp_path / name
+        path.write_bytes(data)
+        return path
+
+    return make
+
+
+@pytest.fixture
+def synthetic_core(make_file: Callable[[str, bytes], Path]) -> Path:
+    """A small x86_64 ELF64 core of the synthetic kernel (one PT_LOAD of 4 KiB)."""
+    return make_file(
+        "synthetic.core",
+        elfwriter.elf_core(
+            synthetic_vmcoreinfo(),
+            [elfwriter.Load(0xFFFF_8880_0000_0000, 0, b"\xaa" * 4096)],
+        ),
+    )
+
+
+@pytest.fixture
+def synthetic_map(make_file: Callable[[str, bytes], Path]) -> Path:
+    """The synthetic kernel's System.map."""
+    return make_file("System.map-test", elfwriter.system_map(SYNTHETIC_SYMBOLS))
+
+
+def text_file(path: Path) -> Path:
+    """FreeBSD's ATF "some-file": plain text, neither a core nor a symbol table."""
+    path.write_text("this is a text file")
+    return path
+
+
+@pytest.fixture
+def some_file(tmp_path: Path) -> Path:
+    return text_file(tmp_path / "some-file")

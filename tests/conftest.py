@@ -22,15 +22,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import elfwriter  # noqa: E402
+import synthetic  # noqa: E402
+from synthetic import synthetic_vmcoreinfo  # noqa: E402
 
 SYSTEM_MAP = "System.map-6.1.0-56-amd64"
 VMLINUX = "vmlinux-6.1.0-56-amd64.stripped"
 KALLSYMS = "kallsyms-host.txt"
-
-#: The release and addresses of the synthetic kernel the message tests use.
-TEST_RELEASE = "6.1.0-test"
-TEXT_ADDR = elfwriter.TEXT_ADDR
-
 
 def shared_dir() -> Optional[Path]:
     """../shared beside the repository root, else $KVM_RS_SHARED; None if neither exists."""
@@ -144,42 +141,6 @@ def fd_count() -> Callable[[], int]:
 
 # -- synthetic files -------------------------------------------------------------------------
 
-#: Symbols of the synthetic kernel: (link-time value, nm letter, name).
-SYNTHETIC_SYMBOLS = [
-    (TEXT_ADDR, "T", "_text"),
-    (TEXT_ADDR, "T", "_stext"),
-    (TEXT_ADDR + 0x40, "t", "local_func"),
-    (TEXT_ADDR + 0x10_0000, "R", "linux_banner"),
-    (TEXT_ADDR + 0x20_0000, "D", "jiffies"),
-    (TEXT_ADDR + 0x20_0000, "D", "jiffies_64"),
-    (TEXT_ADDR + 0x20_0008, "d", "local_data"),
-    (TEXT_ADDR + 0x30_0000, "B", "mem_section"),
-    (TEXT_ADDR + 0x30_0010, "b", "local_bss"),
-    (0x1EA, "A", "kexec_control_code_size"),
-    (TEXT_ADDR + 0x40_0000, "B", "_end"),
-]
-
-
-def synthetic_vmcoreinfo(**extra: str) -> bytes:
-    """VMCOREINFO of the synthetic kernel (release TEST_RELEASE, unrandomized); keyword
-    arguments add or replace keys (`SYMBOL_x="..."` → `SYMBOL(x)=...`, `None` removes)."""
-    entries: dict[str, Optional[str]] = {
-        "OSRELEASE": TEST_RELEASE,
-        "PAGESIZE": "4096",
-        "SYMBOL(_stext)": f"{TEXT_ADDR:x}",
-        "KERNELOFFSET": "0",
-    }
-    for key, value in extra.items():
-        if key.startswith("SYMBOL_"):
-            key = f"SYMBOL({key[len('SYMBOL_'):]})"
-        elif key.startswith("NUMBER_"):
-            key = f"NUMBER({key[len('NUMBER_'):]})"
-        elif key == "BUILD_ID":
-            key = "BUILD-ID"
-        entries[key] = value
-    return elfwriter.vmcoreinfo_text({k: v for k, v in entries.items() if v is not None})
-
-
 @pytest.fixture
 def make_file(tmp_path: Path) -> Callable[[str, bytes], Path]:
     """Writes `data` to tmp_path/name and returns the path."""
@@ -207,7 +168,7 @@ def synthetic_core(make_file: Callable[[str, bytes], Path]) -> Path:
 @pytest.fixture
 def synthetic_map(make_file: Callable[[str, bytes], Path]) -> Path:
     """The synthetic kernel's System.map."""
-    return make_file("System.map-test", elfwriter.system_map(SYNTHETIC_SYMBOLS))
+    return make_file("System.map-test", elfwriter.system_map(synthetic.SYMBOLS))
 
 
 def text_file(path: Path) -> Path:

@@ -8,7 +8,7 @@ raising `KvmError`.
 from __future__ import annotations
 
 from . import paths
-from ._handle import Kvm, KvmInfo
+from ._handle import CORE_SYMBOLS, Kvm, KvmInfo
 from ._libkvm import (
     N_ABS,
     N_BSS,
@@ -31,6 +31,7 @@ from .errors import KvmError
 _POSIX2_LINE_MAX = 2048
 
 __all__ = [
+    "CORE_SYMBOLS",
     "KVM_NO_FILES",
     "N_ABS",
     "N_BSS",

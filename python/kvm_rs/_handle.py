@@ -57,11 +57,28 @@ def _native_flags(flags: int) -> int:
     return 0x7FFF_FFFF
 
 
+class _CoreSymbols:
+    """The type of `CORE_SYMBOLS`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "kvm_rs.CORE_SYMBOLS"
+
+
+CORE_SYMBOLS = _CoreSymbols()
+"""An execfile that means: take the symbols from the dump's own kallsyms tables."""
+
+
 def _open_native(
-    execfile: StrPath | None, corefile: StrPath | None, swapfile: StrPath | None, flags: int
+    execfile: StrPath | _CoreSymbols | None,
+    corefile: StrPath | None,
+    swapfile: StrPath | None,
+    flags: int,
 ) -> _native.Handle:
     """Reads the default paths now (so callers may reassign them) and opens; raises KvmError."""
-    exec_path = _fspath(execfile, "execfile")
+    core_symbols = execfile is CORE_SYMBOLS
+    exec_path = None if isinstance(execfile, _CoreSymbols) else _fspath(execfile, "execfile")
     core_path = _fspath(corefile, "corefile")
     swap_path = _fspath(swapfile, "swapfile")
     return _native.open_session(
@@ -72,6 +89,7 @@ def _open_native(
         os.fsencode(paths._PATH_KSYMS),
         os.fsencode(paths._PATH_UNIX),
         os.fsencode(paths._PATH_DEVMEM),
+        core_symbols,
     )
 
 
@@ -92,7 +110,7 @@ class Kvm:
 
     def __init__(
         self,
-        execfile: StrPath | None = None,
+        execfile: StrPath | _CoreSymbols | None = None,
         corefile: StrPath | None = None,
         swapfile: StrPath | None = None,
         flags: int = os.O_RDONLY,

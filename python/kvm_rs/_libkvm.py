@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _conventions
-from ._handle import Kvm, StrPath, _open_native
+from ._handle import Kvm, StrPath, _CoreSymbols, _open_native
 from .errors import KvmError
 
 N_UNDF = 0x00
@@ -33,7 +33,7 @@ class Nlist:
 
 
 def open(
-    execfile: StrPath | None = None,
+    execfile: StrPath | _CoreSymbols | None = None,
     corefile: StrPath | None = None,
     swapfile: StrPath | None = None,
     flags: int = os.O_RDONLY,
@@ -49,7 +49,7 @@ def open(
 
 
 def openfiles(
-    execfile: StrPath | None = None,
+    execfile: StrPath | _CoreSymbols | None = None,
     corefile: StrPath | None = None,
     swapfile: StrPath | None = None,
     flags: int = os.O_RDONLY,

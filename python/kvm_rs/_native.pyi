@@ -26,4 +26,5 @@ def open_session(
     path_ksyms: bytes,
     path_unix: bytes,
     path_devmem: bytes,
+    core_symbols: bool = False,
 ) -> Handle: ...

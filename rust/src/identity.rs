@@ -59,6 +59,8 @@ pub struct Identity {
     pub symbols: HashMap<String, Symbol>,
     /// The KASLR displacement added to link-time symbols in the image.
     pub kernel_offset: u64,
+    /// Nothing but `_stext` was compared: the dump's kallsyms must settle it (SPEC §6).
+    pub thin: bool,
 }
 
 fn mismatch(
@@ -98,6 +100,8 @@ pub fn check(exec: &ExecFile, core: &Core, core_path: &str) -> Result<Identity, 
         }
     }
 
+    // Build-id and release tie the exec to one build; SYMBOL() values may coincide.
+    let mut strong = false;
     let banner = symbols
         .get("linux_banner")
         .and_then(|s| exec.image_bytes(s.value, 512));
@@ -109,6 +113,7 @@ pub fn check(exec: &ExecFile, core: &Core, core_path: &str) -> Result<Identity, 
             .and_then(parse_version)
             .is_some_and(build_id_is_garbage)
             || distro_version.is_some_and(build_id_is_garbage);
+        strong |= !garbage;
         if !garbage && !exec_id.eq_ignore_ascii_case(core_id.trim()) {
             return Err(mismatch(
                 exec,
@@ -130,6 +135,7 @@ pub fn check(exec: &ExecFile, core: &Core, core_path: &str) -> Result<Identity, 
                 core_release.into(),
             ));
         }
+        strong = true;
     }
 
     let kernel_offset = match info.kernel_offset() {
@@ -139,10 +145,12 @@ pub fn check(exec: &ExecFile, core: &Core, core_path: &str) -> Result<Identity, 
             _ => 0,
         },
     };
-    let identity = Identity {
+    let mut identity = Identity {
         symbols,
         kernel_offset,
+        thin: false,
     };
+    let mut compared: Vec<&str> = Vec::new();
 
     let image_floor = match core.machine.as_deref() {
         Some("x86_64") | None => Some(X86_64_IMAGE_BASE),
@@ -172,11 +180,22 @@ pub fn check(exec: &ExecFile, core: &Core, core_path: &str) -> Result<Identity, 
                 format!("{core_value:#x}"),
             ));
         }
+        compared.push(name);
     }
+    identity.thin = !strong && compared.iter().all(|name| *name == "_stext");
     Ok(identity)
 }
 
 impl Identity {
+    /// The identity of a dump that is its own symbol source (CORE_SYMBOLS).
+    pub fn of_core(core: &Core) -> Identity {
+        Identity {
+            symbols: HashMap::new(),
+            kernel_offset: core.vmcoreinfo.kernel_offset().unwrap_or(0),
+            thin: false,
+        }
+    }
+
     /// Link-time `[_text, _end)`, where the exec file defines both.
     pub fn image_range(&self) -> Option<(u64, u64)> {
         Some((

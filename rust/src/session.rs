@@ -7,14 +7,14 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::errors::{CoreFault, Error, Result};
 use crate::formats::segments::Piece;
 use crate::formats::{self, copy_from_piece, Core, Gap, Layout, Origin};
 use crate::identity::{self, Identity};
 use crate::mapping::{read_bounded, MappedFile, Medium, PreadFile};
-use crate::symbols::{ExecBytes, ExecFile};
+use crate::symbols::{core_kallsyms, ExecBytes, ExecFile};
 use crate::translate::x86_64::{self as x86, X86_64};
 use crate::translate::Fault;
 
@@ -23,6 +23,8 @@ pub const PATH_MAX: usize = 4096;
 /// The largest text symbol table read from procfs (a kallsyms with every module loaded is
 /// tens of MiB).
 const MAX_PROCFS_EXEC: u64 = 1 << 30;
+/// How many of the dump's kallsyms entries a thin exec file is compared with.
+const KALLSYMS_SAMPLE: usize = 4096;
 
 /// What `kvm_open` was asked for, with the default paths already read by the caller.
 #[derive(Debug, Clone, Default)]
@@ -35,6 +37,8 @@ pub struct OpenRequest {
     pub path_ksyms: Vec<u8>,
     pub path_unix: Vec<u8>,
     pub path_devmem: Vec<u8>,
+    /// Take symbols from the dump's own kallsyms tables (`kvm_rs.CORE_SYMBOLS`).
+    pub core_symbols: bool,
 }
 
 /// The facts `Kvm.info` reports.
@@ -54,8 +58,16 @@ pub struct Info {
     pub exec_format: Option<&'static str>,
 }
 
+/// Where the handle's symbols come from.
+enum Symbols {
+    None,
+    File(Arc<ExecFile>),
+    /// The dump's kallsyms tables, decoded on first use.
+    Core(OnceLock<std::result::Result<ExecFile, Error>>),
+}
+
 pub struct Session {
-    exec: Option<Arc<ExecFile>>,
+    symbols: Symbols,
     core: Option<Core>,
     core_path: String,
     identity: Option<Identity>,
@@ -95,7 +107,7 @@ impl Session {
     /// A handle with no files (KVM_NO_FILES).
     pub fn no_files() -> Session {
         Session {
-            exec: None,
+            symbols: Symbols::None,
             core: None,
             core_path: String::new(),
             identity: None,
@@ -148,7 +160,11 @@ impl Session {
             _ => None,
         };
 
-        let exec = Arc::new(open_exec(req)?);
+        let exec = if req.core_symbols {
+            None
+        } else {
+            Some(Arc::new(open_exec(req)?))
+        };
 
         // O_WRONLY leaves us unable to read our own core: validation gets its own descriptor.
         let reader = if access == libc::O_WRONLY {
@@ -167,10 +183,22 @@ impl Session {
         };
         let core =
             formats::open_core(medium, origin).map_err(|fault| Error::core(&core_name, fault))?;
-        let identity = identity::check(&exec, &core, &core_name)?;
-        let translator = x86_64_translator(&core, &identity, exec.format.is_link_time());
-        Ok(Session {
-            exec: Some(exec),
+        let (symbols, identity, link_time) = match exec {
+            Some(exec) => {
+                let identity = identity::check(&exec, &core, &core_name)?;
+                let link_time = exec.format.is_link_time();
+                (Symbols::File(exec), identity, link_time)
+            }
+            None => (
+                Symbols::Core(OnceLock::new()),
+                Identity::of_core(&core),
+                false,
+            ),
+        };
+        let translator = x86_64_translator(&core, &identity, link_time);
+        let thin = identity.thin;
+        let session = Session {
+            symbols,
             core: Some(core),
             core_path: core_name,
             identity: Some(identity),
@@ -178,11 +206,125 @@ impl Session {
             access,
             _core_file: Some(core_file),
             _swap_file: swap_file,
-        })
+        };
+        if thin {
+            session.check_kallsyms_sample()?;
+        }
+        Ok(session)
     }
 
+    /// Reads kernel memory for the kallsyms decoder: what could be read, or the error.
+    fn read_for_decoder(&self, addr: u64, len: usize) -> Result<Vec<u8>> {
+        match self.read(addr, len) {
+            (data, None) => Ok(data),
+            (data, Some(_)) if !data.is_empty() => Ok(data),
+            (_, Some(error)) => Err(error),
+        }
+    }
+
+    /// The dump's kallsyms tables, where VMCOREINFO names them; None otherwise.
+    fn core_symbols(&self, limit: Option<usize>) -> Option<Result<Vec<core_kallsyms::CoreSymbol>>> {
+        let core = self.core.as_ref()?;
+        let tables = core_kallsyms::Tables::from_vmcoreinfo(&core.vmcoreinfo)?;
+        let read = |addr: u64, len: usize| self.read_for_decoder(addr, len);
+        Some(core_kallsyms::decode(&read, &tables, limit).map_err(|e| self.name_decoder_error(e)))
+    }
+
+    fn name_decoder_error(&self, error: Error) -> Error {
+        match error {
+            Error::Core { fault, .. } => Error::core(&self.core_path, fault),
+            other => other,
+        }
+    }
+
+    /// An exec file that matched the dump only on `_stext` (a text-only kallsyms of an
+    /// unrandomized kernel) is compared with a sample of the dump's own kallsyms.
+    fn check_kallsyms_sample(&self) -> Result<()> {
+        let Symbols::File(exec) = &self.symbols else {
+            return Ok(());
+        };
+        let Some(sample) = self.core_symbols(Some(KALLSYMS_SAMPLE)) else {
+            return Ok(());
+        };
+        let sample = sample?;
+        let names: Vec<String> = sample
+            .iter()
+            .map(|s| String::from_utf8_lossy(&s.name).into_owned())
+            .collect();
+        let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+        let found = exec.lookup_few(&wanted);
+        let link_time = exec.format.is_link_time();
+        let mut compared = 0usize;
+        for (sym, name) in sample.iter().zip(&names) {
+            let Some(mine) = found.get(name) else {
+                continue;
+            };
+            let value = self
+                .identity
+                .as_ref()
+                .map_or(mine.value, |i| i.relocate(mine.value, link_time));
+            if value != sym.value {
+                return Err(Error::Mismatch {
+                    exec: exec.path.clone(),
+                    core: self.core_path.clone(),
+                    field: "kallsyms".into(),
+                    exec_value: format!("{name}={value:#x}"),
+                    core_value: format!("{name}={:#x}", sym.value),
+                });
+            }
+            compared += 1;
+        }
+        if compared == 0 {
+            return Err(Error::Mismatch {
+                exec: exec.path.clone(),
+                core: self.core_path.clone(),
+                field: "kallsyms".into(),
+                exec_value: "no symbol in common".into(),
+                core_value: format!("{} sampled symbols", sample.len()),
+            });
+        }
+        Ok(())
+    }
+
+    /// The symbol table: the exec file, or the dump's kallsyms decoded on first use.
+    fn exec_file(&self) -> Result<&ExecFile> {
+        match &self.symbols {
+            Symbols::None => Err(Error::BadNamelist),
+            Symbols::File(exec) => Ok(exec),
+            Symbols::Core(cell) => cell
+                .get_or_init(|| {
+                    let decoded = self.core_symbols(None).unwrap_or(Err(Error::BadNamelist))?;
+                    let text = core_kallsyms::to_text(&decoded);
+                    ExecFile::parse(&self.core_path, ExecBytes::Owned(text), true).map_err(
+                        |fault| Error::Symbols {
+                            path: self.core_path.clone(),
+                            fault,
+                        },
+                    )
+                })
+                .as_ref()
+                .map_err(Clone::clone),
+        }
+    }
+
+    /// The exec file, when it is a file or has been decoded already (no work done here).
     pub fn exec(&self) -> Option<&ExecFile> {
-        self.exec.as_deref()
+        match &self.symbols {
+            Symbols::File(exec) => Some(exec),
+            Symbols::Core(cell) => cell.get().and_then(|r| r.as_ref().ok()),
+            Symbols::None => None,
+        }
+    }
+
+    /// Whether `nlist` has everything it needs already (no index build or decode pending).
+    pub fn symbols_ready(&self) -> bool {
+        match &self.symbols {
+            Symbols::None => true,
+            Symbols::File(exec) => exec.index_built(),
+            Symbols::Core(cell) => cell
+                .get()
+                .is_some_and(|r| r.as_ref().map_or(true, ExecFile::index_built)),
+        }
     }
 
     pub fn core(&self) -> Option<&Core> {
@@ -196,9 +338,7 @@ impl Session {
     /// `kvm_nlist` for a list of names: `Some((n_type, runtime value))` for each name found.
     /// A name not found is retried without one leading underscore (`_jiffies` → `jiffies`).
     pub fn nlist(&self, names: &[Vec<u8>]) -> Result<Vec<Option<(u8, u64)>>> {
-        let Some(exec) = self.exec.as_deref() else {
-            return Err(Error::BadNamelist);
-        };
+        let exec = self.exec_file()?;
         let index = exec.index();
         let data = exec.data();
         let link_time = exec.format.is_link_time();
@@ -244,7 +384,11 @@ impl Session {
             live: core.live,
             truncated: core.truncated,
             vmcoreinfo: vmcoreinfo.entries().to_vec(),
-            exec_format: self.exec.as_ref().map(|e| e.format.name()),
+            exec_format: match &self.symbols {
+                Symbols::None => None,
+                Symbols::File(exec) => Some(exec.format.name()),
+                Symbols::Core(_) => Some("kallsyms"),
+            },
         })
     }
 }

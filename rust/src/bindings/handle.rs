@@ -61,7 +61,7 @@ impl Handle {
     /// `(n_type, value)` or None per name. The first call builds the name index, detached.
     fn nlist(&self, py: Python<'_>, names: Vec<Vec<u8>>) -> PyResult<Vec<Option<(u8, u64)>>> {
         let session = self.session(py)?;
-        let built = session.exec().is_none_or(|exec| exec.index_built());
+        let built = session.symbols_ready();
         if built {
             return session.nlist(&names).map_err(|e| to_py(py, &e));
         }
@@ -145,7 +145,7 @@ impl Handle {
 
 #[allow(clippy::too_many_arguments)]
 #[pyfunction]
-#[pyo3(signature = (execfile, corefile, swapfile, flags, path_ksyms, path_unix, path_devmem))]
+#[pyo3(signature = (execfile, corefile, swapfile, flags, path_ksyms, path_unix, path_devmem, core_symbols=false))]
 pub fn open_session(
     py: Python<'_>,
     execfile: Option<Vec<u8>>,
@@ -155,6 +155,7 @@ pub fn open_session(
     path_ksyms: Vec<u8>,
     path_unix: Vec<u8>,
     path_devmem: Vec<u8>,
+    core_symbols: bool,
 ) -> PyResult<Handle> {
     let request = OpenRequest {
         execfile,
@@ -164,6 +165,7 @@ pub fn open_session(
         path_ksyms,
         path_unix,
         path_devmem,
+        core_symbols,
     };
     let session = detached(py, move || Session::open(&request))?;
     Ok(Handle::new(session))

@@ -2,6 +2,7 @@
 //! `nm` form (/proc/kallsyms, System.map). Open validates the format and looks up only the
 //! handful of names the identity check needs; the full name index waits for `nlist`.
 
+pub mod core_kallsyms;
 pub mod elf;
 pub mod index;
 pub mod text;

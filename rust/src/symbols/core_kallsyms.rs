@@ -1,0 +1,164 @@
+//! The kernel's own symbol table, decoded from the dump (kernels ≥ 6.0 name its pieces in
+//! VMCOREINFO): `kallsyms_names` (token-compressed entries whose first character is the
+//! `nm` type), `kallsyms_token_table`/`_index`, and `kallsyms_offsets` relative to
+//! `kallsyms_relative_base`. Decoded into kallsyms text, so the text parser and name index
+//! serve it like a /proc/kallsyms file.
+
+use crate::errors::Error;
+use crate::formats::vmcoreinfo::VmcoreInfo;
+
+/// More symbols than any kernel has (a large allyesconfig has ~300k).
+const MAX_SYMBOLS: u64 = 10_000_000;
+const NAMES_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Tables {
+    names: u64,
+    num_syms: u64,
+    token_table: u64,
+    token_index: u64,
+    offsets: u64,
+    relative_base: u64,
+}
+
+impl Tables {
+    pub fn from_vmcoreinfo(info: &VmcoreInfo) -> Option<Tables> {
+        Some(Tables {
+            names: info.symbol("kallsyms_names")?,
+            num_syms: info.symbol("kallsyms_num_syms")?,
+            token_table: info.symbol("kallsyms_token_table")?,
+            token_index: info.symbol("kallsyms_token_index")?,
+            offsets: info.symbol("kallsyms_offsets")?,
+            relative_base: info.symbol("kallsyms_relative_base")?,
+        })
+    }
+}
+
+/// One decoded symbol: runtime address, `nm` type letter, name.
+pub struct CoreSymbol {
+    pub value: u64,
+    pub letter: u8,
+    pub name: Vec<u8>,
+}
+
+/// Reads kernel virtual memory (little-endian x86_64 layout).
+pub type ReadFn<'a> = &'a dyn Fn(u64, usize) -> Result<Vec<u8>, Error>;
+
+fn le_u64(raw: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.iter_mut().zip(raw).for_each(|(d, s)| *d = *s);
+    u64::from_le_bytes(bytes)
+}
+
+/// Decodes the first `limit` symbols (all of them with None).
+pub fn decode(
+    read: ReadFn<'_>,
+    tables: &Tables,
+    limit: Option<usize>,
+) -> Result<Vec<CoreSymbol>, Error> {
+    let bad = |what: &str| Error::Core {
+        path: String::new(),
+        fault: crate::errors::CoreFault::Invalid(format!("kallsyms tables: {what}")),
+    };
+    let num_syms = le_u64(&read(tables.num_syms, 4)?);
+    if num_syms == 0 || num_syms > MAX_SYMBOLS {
+        return Err(bad(&format!("kallsyms_num_syms {num_syms}")));
+    }
+    let count = limit.map_or(num_syms, |l| (l as u64).min(num_syms)) as usize;
+    let relative_base = le_u64(&read(tables.relative_base, 8)?);
+    let index_raw = read(tables.token_index, 512)?;
+    let token_index: Vec<usize> = index_raw.chunks(2).map(|c| le_u64(c) as usize).collect();
+    let table_len = token_index.iter().max().copied().unwrap_or(0) + 256;
+    let token_table = read(tables.token_table, table_len)?;
+    let tokens: Vec<&[u8]> = token_index
+        .iter()
+        .map(|&at| {
+            let rest = token_table.get(at..).unwrap_or(&[]);
+            rest.get(..rest.iter().position(|&b| b == 0).unwrap_or(rest.len()))
+                .unwrap_or(&[])
+        })
+        .collect();
+    let offsets = read(tables.offsets, count * 4)?;
+    let offsets: Vec<i32> = offsets
+        .chunks_exact(4)
+        .map(|c| le_u64(c) as u32 as i32)
+        .collect();
+    // CONFIG_KALLSYMS_ABSOLUTE_PERCPU stores per-CPU symbols as absolute non-negative values
+    // and every other symbol as `relative_base - 1 - offset` (negative); without it every
+    // offset is a non-negative displacement from relative_base.
+    let absolute_percpu = offsets.iter().any(|&o| o < 0);
+
+    let mut names = NameStream {
+        read,
+        at: tables.names,
+        buf: Vec::new(),
+        pos: 0,
+    };
+    let mut out = Vec::with_capacity(count);
+    for &offset in offsets.iter().take(count) {
+        let first = names.byte()?;
+        let len = if first & 0x80 != 0 {
+            usize::from(first & 0x7f) | usize::from(names.byte()?) << 7
+        } else {
+            usize::from(first)
+        };
+        let mut expanded = Vec::with_capacity(len * 3);
+        for _ in 0..len {
+            let token = names.byte()?;
+            expanded.extend_from_slice(tokens.get(usize::from(token)).copied().unwrap_or(&[]));
+        }
+        let Some((&letter, name)) = expanded.split_first() else {
+            return Err(bad("empty name entry"));
+        };
+        let value = if absolute_percpu {
+            if offset >= 0 {
+                offset as u64
+            } else {
+                relative_base
+                    .wrapping_sub(1)
+                    .wrapping_sub(i64::from(offset) as u64)
+            }
+        } else {
+            relative_base.wrapping_add(u64::from(offset as u32))
+        };
+        out.push(CoreSymbol {
+            value,
+            letter,
+            name: name.to_vec(),
+        });
+    }
+    Ok(out)
+}
+
+/// `kallsyms_names`, read forward in chunks (its length is not recorded anywhere).
+struct NameStream<'a> {
+    read: ReadFn<'a>,
+    at: u64,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl NameStream<'_> {
+    fn byte(&mut self) -> Result<u8, Error> {
+        if self.pos >= self.buf.len() {
+            self.buf = (self.read)(self.at, NAMES_CHUNK)?;
+            self.at += self.buf.len() as u64;
+            self.pos = 0;
+        }
+        let byte = self.buf.get(self.pos).copied().ok_or(Error::ShortRead)?;
+        self.pos += 1;
+        Ok(byte)
+    }
+}
+
+/// The symbols as kallsyms text (`ADDRESS TYPE NAME` lines).
+pub fn to_text(symbols: &[CoreSymbol]) -> Vec<u8> {
+    use std::io::Write;
+    let mut text = Vec::with_capacity(symbols.len() * 40);
+    for sym in symbols {
+        let _ = write!(text, "{:016x} {} ", sym.value, char::from(sym.letter));
+        text.extend_from_slice(&sym.name);
+        text.push(b'\n');
+    }
+    text
+}

@@ -7,6 +7,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 pub const DEFAULT_PAGES: usize = 64;
 
+/// The cache size of new handles: `KVM_RS_PAGE_CACHE` (pages; 0 disables), else 64.
+pub fn configured_pages() -> usize {
+    std::env::var("KVM_RS_PAGE_CACHE")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_PAGES)
+}
+
 pub struct PageCache {
     capacity: usize,
     inner: Mutex<Inner>,

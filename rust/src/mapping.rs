@@ -16,6 +16,16 @@ pub trait Medium: Send + Sync {
     /// Up to `len` bytes from `offset`: fewer only where the medium ends (or has a hole).
     fn bytes_at(&self, offset: u64, len: usize) -> io::Result<Cow<'_, [u8]>>;
 
+    /// Copies bytes at `offset` into `buf` (fewer where the medium ends). For many small
+    /// scattered reads (a flattened file's record headers) this beats touching the mapping,
+    /// whose page faults and unmapping cost more than a `pread` each.
+    fn copy_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let bytes = self.bytes_at(offset, buf.len())?;
+        let n = bytes.len();
+        buf.get_mut(..n).unwrap_or(&mut []).copy_from_slice(&bytes);
+        Ok(n)
+    }
+
     /// Exactly `len` bytes from `offset`, or None where the medium ends first.
     fn exact_at(&self, offset: u64, len: usize) -> io::Result<Option<Cow<'_, [u8]>>> {
         let bytes = self.bytes_at(offset, len)?;
@@ -26,20 +36,25 @@ pub trait Medium: Send + Sync {
 /// A regular file mapped read-only. The mapping survives the descriptor being closed.
 pub struct MappedFile {
     map: Option<Mmap>,
+    file: File,
 }
 
 impl MappedFile {
     pub fn new(file: &File) -> io::Result<MappedFile> {
         let len = file.metadata()?.len();
+        let file = file.try_clone()?;
         if len == 0 {
-            return Ok(MappedFile { map: None });
+            return Ok(MappedFile { map: None, file });
         }
         // SAFETY: the mapping is read-only and private to this process. Another process
         // truncating the file under us would raise SIGBUS on access; dump files are not
         // rewritten while they are analysed, which is the same contract drgn, crash and
         // libkdumpfile rely on when they map a dump.
-        let map = unsafe { Mmap::map(file)? };
-        Ok(MappedFile { map: Some(map) })
+        let map = unsafe { Mmap::map(&file)? };
+        Ok(MappedFile {
+            map: Some(map),
+            file,
+        })
     }
 
     pub fn as_slice(&self) -> &[u8] {
@@ -58,6 +73,26 @@ impl Medium for MappedFile {
         let end = start.saturating_add(len).min(all.len());
         Ok(Cow::Borrowed(all.get(start..end).unwrap_or(&[])))
     }
+
+    fn copy_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        pread_full(&self.file, offset, buf)
+    }
+}
+
+fn pread_full(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let Some(rest) = buf.get_mut(done..) else {
+            break;
+        };
+        match file.read_at(rest, offset.saturating_add(done as u64)) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 /// A file read with `pread`: procfs files and devices, which cannot be mapped.

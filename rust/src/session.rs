@@ -14,7 +14,7 @@ use crate::formats::segments::Piece;
 use crate::formats::{self, copy_from_piece, Core, Gap, Layout, Origin};
 use crate::identity::{self, Identity};
 use crate::mapping::{read_bounded, MappedFile, Medium, PreadFile};
-use crate::symbols::{core_kallsyms, ExecBytes, ExecFile};
+use crate::symbols::{cache as exec_cache, core_kallsyms, ExecBytes, ExecFile};
 use crate::translate::x86_64::{self as x86, X86_64};
 use crate::translate::Fault;
 
@@ -163,7 +163,7 @@ impl Session {
         let exec = if req.core_symbols {
             None
         } else {
-            Some(Arc::new(open_exec(req)?))
+            Some(open_exec(req)?)
         };
 
         // O_WRONLY leaves us unable to read our own core: validation gets its own descriptor.
@@ -588,9 +588,10 @@ impl Session {
         };
         match (self.resolve(core, va)?, &core.layout) {
             (Place::Segment(piece), _) => in_piece(piece, va),
-            (Place::Phys(pa), Layout::Elf(elf)) => {
-                in_piece(elf.by_paddr.find(pa).ok_or(Error::InvalidAddress(va))?, pa)
-            }
+            (Place::Phys(pa), Layout::Elf(elf)) => in_piece(
+                elf.by_paddr().find(pa).ok_or(Error::InvalidAddress(va))?,
+                pa,
+            ),
             (Place::Phys(pa), Layout::Kdump(dump)) => {
                 let page = dump
                     .raw_page_offset(core.medium.as_ref(), pa / dump.block_size)
@@ -603,8 +604,9 @@ impl Session {
     }
 }
 
-/// Step 7: the exec file, or `_PATH_KSYMS` if it exists, else `_PATH_UNIX`; validated.
-fn open_exec(req: &OpenRequest) -> Result<ExecFile> {
+/// Step 7: the exec file, or `_PATH_KSYMS` if it exists, else `_PATH_UNIX`; validated,
+/// or taken from the process's cache of exec files already validated.
+fn open_exec(req: &OpenRequest) -> Result<Arc<ExecFile>> {
     let (path, blame) = match &req.execfile {
         Some(path) => (path.as_slice(), path.as_slice()),
         None if as_path(&req.path_ksyms).exists() => {
@@ -622,10 +624,24 @@ fn open_exec(req: &OpenRequest) -> Result<ExecFile> {
         ));
     }
     let procfs = on_procfs(&meta);
-    let bytes = if procfs || !meta.is_file() || meta.len() == 0 {
-        ExecBytes::Owned(read_bounded(&file, MAX_PROCFS_EXEC).map_err(|e| Error::os(&name, &e))?)
-    } else {
+    // procfs files (kallsyms) change under the same inode: never cached.
+    let cacheable = !procfs && meta.is_file() && meta.len() > 0;
+    let key = exec_cache::Key::of(&meta);
+    if cacheable {
+        if let Some(exec) = exec_cache::get(&key, &name) {
+            return Ok(exec);
+        }
+    }
+    let bytes = if cacheable {
         ExecBytes::Mapped(MappedFile::new(&file).map_err(|e| Error::os(&name, &e))?)
+    } else {
+        ExecBytes::Owned(read_bounded(&file, MAX_PROCFS_EXEC).map_err(|e| Error::os(&name, &e))?)
     };
-    ExecFile::parse(&name, bytes, procfs).map_err(|fault| Error::Symbols { path: name, fault })
+    let exec = ExecFile::parse(&name, bytes, procfs)
+        .map_err(|fault| Error::Symbols { path: name, fault })?;
+    let exec = Arc::new(exec);
+    if cacheable {
+        exec_cache::put(key, Arc::clone(&exec));
+    }
+    Ok(exec)
 }

@@ -122,25 +122,6 @@ impl Handle {
     fn no_files(&self, py: Python<'_>) -> PyResult<bool> {
         Ok(self.session(py)?.core().is_none())
     }
-
-    /// The core file's bytes at `offset` (test and diagnostics aid; no translation).
-    fn _core_bytes<'py>(
-        &self,
-        py: Python<'py>,
-        offset: u64,
-        len: usize,
-    ) -> PyResult<Bound<'py, PyBytes>> {
-        let session = self.session(py)?;
-        let bytes = match session.core() {
-            Some(core) => core
-                .medium
-                .bytes_at(offset, len.min(1 << 20))
-                .map(|b| b.into_owned())
-                .unwrap_or_default(),
-            None => Vec::new(),
-        };
-        Ok(PyBytes::new(py, &bytes))
-    }
 }
 
 #[allow(clippy::too_many_arguments)]

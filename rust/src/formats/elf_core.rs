@@ -4,7 +4,7 @@
 //! (65,000 of them for a QEMU paging dump, counted through PN_XNUM) and the notes, read
 //! through `Medium` so that /proc/kcore, which cannot be mapped, works the same way.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::segments::SegmentIndex;
 use super::vmcoreinfo::{VmcoreInfo, MAX_VMCOREINFO};
@@ -40,7 +40,9 @@ pub struct ElfCore {
     pub loads: Vec<Segment>,
     /// PT_LOADs by kernel virtual address (where p_vaddr is one) and by physical address.
     pub by_vaddr: SegmentIndex,
-    pub by_paddr: SegmentIndex,
+    /// Built on the first physical read: a dump read through its virtual segments (kcore,
+    /// QEMU paging dumps) never needs it.
+    by_paddr: OnceLock<SegmentIndex>,
     pub vmcoreinfo: VmcoreInfo,
     /// NT_PRSTATUS notes: one per CPU that was online.
     pub cpus: usize,
@@ -180,7 +182,13 @@ pub fn parse(medium: &dyn Medium) -> Result<ElfCore, CoreFault> {
     if eh.phoff.checked_add(table_len).is_none() {
         return Err(invalid("program headers outside the file".into()));
     }
-    let table = read_exact(medium, eh.phoff, table_len, "program headers")?;
+    // Borrowed from the mapping where there is one: a paging dump has 3.7 MB of headers.
+    let table_len = usize::try_from(table_len)
+        .map_err(|_| invalid("program headers outside the file".into()))?;
+    let table = match medium.exact_at(eh.phoff, table_len) {
+        Ok(Some(bytes)) => bytes,
+        _ => return Err(truncated("program headers")),
+    };
     let f = Fields::new(&table, eh.big_endian);
     let file_size = medium.size();
 
@@ -226,15 +234,13 @@ pub fn parse(medium: &dyn Medium) -> Result<ElfCore, CoreFault> {
     }
 
     let by_vaddr = SegmentIndex::build(&loads, |s| valid_vaddr(s, eh.class64).then_some(s.vaddr));
-    // kcore marks segments with no physical address (vmalloc, modules) p_paddr = -1.
-    let by_paddr = SegmentIndex::build(&loads, |s| (s.paddr != u64::MAX).then_some(s.paddr));
     let mut core = ElfCore {
         class64: eh.class64,
         big_endian: eh.big_endian,
         e_machine: eh.e_machine,
         loads,
         by_vaddr,
-        by_paddr,
+        by_paddr: OnceLock::new(),
         vmcoreinfo: VmcoreInfo::default(),
         cpus: 0,
         qemu_notes: 0,
@@ -266,6 +272,14 @@ fn valid_vaddr(seg: &Segment, class64: bool) -> bool {
 }
 
 impl ElfCore {
+    /// PT_LOADs by physical address. kcore marks segments with no physical address
+    /// (vmalloc, modules) p_paddr = -1.
+    pub fn by_paddr(&self) -> &SegmentIndex {
+        self.by_paddr.get_or_init(|| {
+            SegmentIndex::build(&self.loads, |s| (s.paddr != u64::MAX).then_some(s.paddr))
+        })
+    }
+
     fn take_note(&mut self, note: &Note<'_>) {
         match (note.name, note.n_type) {
             (b"VMCOREINFO", _) if note.desc.len() <= MAX_VMCOREINFO => {

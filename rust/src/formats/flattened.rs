@@ -67,11 +67,12 @@ impl Flattened {
         let mut pieces = Vec::new();
         let mut pos = HEADER_SIZE;
         loop {
-            let Some(raw) = outer.exact_at(pos, RECORD_HEADER as usize).ok().flatten() else {
+            let mut raw = [0u8; RECORD_HEADER as usize];
+            if outer.copy_at(pos, &mut raw).ok() != Some(raw.len()) {
                 return Err(CoreFault::Truncated(format!(
                     "flattened stream ends at {pos:#x} without its end marker"
                 )));
-            };
+            }
             let (Some(offset), Some(size)) = (be64(&raw, 0), be64(&raw, 8)) else {
                 return Err(CoreFault::Truncated("flattened record header".into()));
             };

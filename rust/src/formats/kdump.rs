@@ -304,7 +304,7 @@ pub fn parse(medium: &dyn Medium) -> Result<KdumpCore, CoreFault> {
         dumped_pages: 0,
         truncated: status & DUMP_DH_COMPRESSED_INCOMPLETE != 0,
         rank: OnceLock::new(),
-        pages: PageCache::new(crate::cache::DEFAULT_PAGES),
+        pages: PageCache::new(crate::cache::configured_pages()),
     };
     if sub_hdr_size > 1 << 20 {
         return Err(invalid(format!("sub_hdr_size {sub_hdr_size}")));

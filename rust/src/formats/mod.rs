@@ -181,7 +181,7 @@ impl Core {
             let rest = buf.get_mut(done..).unwrap_or(&mut []);
             let copied = match &self.layout {
                 Layout::Elf(elf) => {
-                    let piece = elf.by_paddr.find(at).ok_or((done, Gap::Missing))?;
+                    let piece = elf.by_paddr().find(at).ok_or((done, Gap::Missing))?;
                     copy_from_piece(self.medium.as_ref(), piece, at, rest)
                         .map_err(|(partial, gap)| (done + partial, gap))?
                 }

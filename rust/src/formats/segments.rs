@@ -29,7 +29,10 @@ impl SegmentIndex {
             .filter(|s| s.memsz > 0)
             .filter_map(|s| Some((key(s)?, s)))
             .collect();
-        keyed.sort_by_key(|&(start, _)| start);
+        // Producers write segments in address order; check before paying for a sort.
+        if !keyed.is_sorted_by_key(|&(start, _)| start) {
+            keyed.sort_unstable_by_key(|&(start, seg)| (start, seg.offset));
+        }
         let mut pieces = Vec::with_capacity(keyed.len());
         let mut covered = 0u64;
         let mut any = false;

@@ -2,13 +2,14 @@
 //! `nm` form (/proc/kallsyms, System.map). Open validates the format and looks up only the
 //! handful of names the identity check needs; the full name index waits for `nlist`.
 
+pub mod cache;
 pub mod core_kallsyms;
 pub mod elf;
 pub mod index;
 pub mod text;
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use crate::errors::SymbolFault;
 use crate::mapping::MappedFile;
@@ -101,6 +102,9 @@ pub struct ExecFile {
     elf: Option<elf::ElfSymtab>,
     pub facts: ElfFacts,
     index: OnceLock<NameIndex>,
+    /// Results of earlier `lookup_few` calls (misses included): the identity check of every
+    /// dump of one kernel asks for the same names.
+    looked_up: Mutex<HashMap<String, Option<Symbol>>>,
 }
 
 impl ExecFile {
@@ -123,6 +127,7 @@ impl ExecFile {
             elf,
             facts,
             index: OnceLock::new(),
+            looked_up: Mutex::new(HashMap::new()),
         })
     }
 
@@ -138,9 +143,37 @@ impl ExecFile {
         }
     }
 
-    /// One pass over the table for a few names (global definitions preferred), without
-    /// building the index.
+    /// Symbols for a few names (global definitions preferred), without building the index:
+    /// one pass over the table for the names not asked before, the rest from the memo.
     pub fn lookup_few(&self, names: &[&str]) -> HashMap<String, Symbol> {
+        let mut memo = self
+            .looked_up
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let missing: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !memo.contains_key(*n))
+            .collect();
+        if !missing.is_empty() {
+            let fresh = match self.index.get() {
+                Some(index) => missing
+                    .iter()
+                    .filter_map(|n| Some(((*n).to_owned(), index.get(self.data(), n.as_bytes())?)))
+                    .collect(),
+                None => self.scan_for(&missing),
+            };
+            for name in missing {
+                memo.insert(name.to_owned(), fresh.get(name).copied());
+            }
+        }
+        names
+            .iter()
+            .filter_map(|n| Some(((*n).to_owned(), (*memo.get(*n)?)?)))
+            .collect()
+    }
+
+    fn scan_for(&self, names: &[&str]) -> HashMap<String, Symbol> {
         let wanted: HashMap<&[u8], &str> = names.iter().map(|n| (n.as_bytes(), *n)).collect();
         let mut found: HashMap<String, Symbol> = HashMap::new();
         self.for_each(|name, _, sym| {

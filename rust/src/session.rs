@@ -63,7 +63,7 @@ enum Symbols {
     None,
     File(Arc<ExecFile>),
     /// The dump's kallsyms tables, decoded on first use.
-    Core(OnceLock<std::result::Result<ExecFile, Error>>),
+    Core(Box<OnceLock<std::result::Result<ExecFile, Error>>>),
 }
 
 pub struct Session {
@@ -190,7 +190,7 @@ impl Session {
                 (Symbols::File(exec), identity, link_time)
             }
             None => (
-                Symbols::Core(OnceLock::new()),
+                Symbols::Core(Box::default()),
                 Identity::of_core(&core),
                 false,
             ),

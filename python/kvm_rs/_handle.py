@@ -211,6 +211,12 @@ class Kvm:
         written: int = self._call(self._session.write, addr, bytes(data))
         return written
 
+    def dmesg(self) -> list[str]:
+        """The kernel log, as the console prints it (`[    1.234567] text`), oldest first.
+        Decoded from the printk ring with VMCOREINFO alone: no vmlinux debug info needed."""
+        lines: list[str] = self._call(self._session.dmesg)
+        return lines
+
     def _nlist_raw(self, names: list[bytes]) -> list[tuple[int, int] | None]:
         result: list[tuple[int, int] | None] = self._call(self._session.nlist, names)
         return result

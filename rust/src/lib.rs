@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod decompress;
+pub mod dmesg;
 pub mod errors;
 pub mod formats;
 pub mod identity;

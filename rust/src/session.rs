@@ -286,6 +286,16 @@ impl Session {
         Ok(())
     }
 
+    /// The kernel log, decoded with VMCOREINFO alone.
+    pub fn dmesg(&self) -> Result<Vec<crate::dmesg::Record>> {
+        let core = self.readable_core("kvm_read")?;
+        let read = |addr: u64, len: usize| match self.read(addr, len) {
+            (data, None) => Ok(data),
+            (_, Some(error)) => Err(error),
+        };
+        crate::dmesg::records(&read, &core.vmcoreinfo).map_err(|e| self.name_decoder_error(e))
+    }
+
     /// The symbol table: the exec file, or the dump's kallsyms decoded on first use.
     fn exec_file(&self) -> Result<&ExecFile> {
         match &self.symbols {

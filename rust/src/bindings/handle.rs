@@ -91,6 +91,13 @@ impl Handle {
         detached(py, move || session.write(addr, &data))
     }
 
+    /// The kernel log as the console prints it, one string per line (detached).
+    fn dmesg(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let session = self.session(py)?;
+        let records = detached(py, move || session.dmesg())?;
+        Ok(records.iter().flat_map(|r| r.lines()).collect())
+    }
+
     /// `Kvm.info` as a dict; None for a handle with no core file.
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
         let session = self.session(py)?;

@@ -1,0 +1,256 @@
+//! The kernel log from a dump, decoded with nothing but VMCOREINFO (no DWARF): the lockless
+//! printk ring buffer of kernels ≥ 5.10 (`SYMBOL(prb)`), else the older variable-length
+//! record buffer (`SYMBOL(log_buf)`). Offsets and sizes come from the `OFFSET()`/`SIZE()`
+//! lines the kernel publishes for exactly this purpose.
+
+use crate::errors::{CoreFault, Error};
+use crate::formats::vmcoreinfo::VmcoreInfo;
+
+/// Reads kernel virtual memory.
+pub type ReadFn<'a> = &'a dyn Fn(u64, usize) -> Result<Vec<u8>, Error>;
+
+/// The largest ring we read whole (the kernel's limit for log_buf_len is 2 GiB; real
+/// systems use at most a few MiB).
+const MAX_RING_BYTES: u64 = 256 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub seq: u64,
+    pub ts_nsec: u64,
+    pub level: u8,
+    pub text: String,
+}
+
+impl Record {
+    /// The record as the console prints it: `[    5.123456] text`, one line per text line.
+    pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
+        let secs = self.ts_nsec / 1_000_000_000;
+        let micros = (self.ts_nsec % 1_000_000_000) / 1000;
+        self.text
+            .split('\n')
+            .map(move |line| format!("[{secs:5}.{micros:06}] {line}"))
+    }
+}
+
+struct Layout<'a> {
+    info: &'a VmcoreInfo,
+}
+
+impl Layout<'_> {
+    fn offset(&self, name: &str) -> Result<u64, Error> {
+        self.field("OFFSET", name)
+    }
+
+    fn size(&self, name: &str) -> Result<u64, Error> {
+        self.field("SIZE", name)
+    }
+
+    fn field(&self, kind: &str, name: &str) -> Result<u64, Error> {
+        let key = format!("{kind}({name})");
+        self.info
+            .get(&key)
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| unreadable(&format!("VMCOREINFO has no {key}")))
+    }
+}
+
+fn unreadable(what: &str) -> Error {
+    Error::Core {
+        path: String::new(),
+        fault: CoreFault::Invalid(format!("kernel log: {what}")),
+    }
+}
+
+fn u64_at(raw: &[u8], at: u64) -> u64 {
+    let at = at as usize;
+    raw.get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+fn u32_at(raw: &[u8], at: u64) -> u32 {
+    let at = at as usize;
+    raw.get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
+fn u16_at(raw: &[u8], at: u64) -> u16 {
+    let at = at as usize;
+    raw.get(at..at + 2)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u16::from_le_bytes)
+}
+
+fn read_u64(read: ReadFn<'_>, addr: u64) -> Result<u64, Error> {
+    Ok(u64_at(&read(addr, 8)?, 0))
+}
+
+fn read_u32(read: ReadFn<'_>, addr: u64) -> Result<u32, Error> {
+    Ok(u32_at(&read(addr, 4)?, 0))
+}
+
+/// The kernel log records, oldest first.
+pub fn records(read: ReadFn<'_>, info: &VmcoreInfo) -> Result<Vec<Record>, Error> {
+    let layout = Layout { info };
+    if let Some(prb) = info.symbol("prb") {
+        return lockless(read, &layout, prb);
+    }
+    if let Some(log_buf) = info.symbol("log_buf") {
+        return variable_length(read, &layout, log_buf);
+    }
+    Err(unreadable("VMCOREINFO names neither prb nor log_buf"))
+}
+
+/// The ≥ 5.10 ring: descriptors and infos arrays of 2^count_bits entries, text in a data
+/// ring of 2^size_bits bytes where each block starts with its descriptor id.
+fn lockless(read: ReadFn<'_>, layout: &Layout<'_>, prb_symbol: u64) -> Result<Vec<Record>, Error> {
+    let prb = read_u64(read, prb_symbol)?;
+    let counter = layout.offset("atomic_long_t.counter").unwrap_or(0);
+    let desc_ring = prb + layout.offset("printk_ringbuffer.desc_ring")?;
+    let count_bits = read_u32(read, desc_ring + layout.offset("prb_desc_ring.count_bits")?)?;
+    let descs = read_u64(read, desc_ring + layout.offset("prb_desc_ring.descs")?)?;
+    let infos = read_u64(read, desc_ring + layout.offset("prb_desc_ring.infos")?)?;
+    let head_id = read_u64(
+        read,
+        desc_ring + layout.offset("prb_desc_ring.head_id")? + counter,
+    )?;
+    let tail_id = read_u64(
+        read,
+        desc_ring + layout.offset("prb_desc_ring.tail_id")? + counter,
+    )?;
+    let text_ring = prb + layout.offset("printk_ringbuffer.text_data_ring")?;
+    let size_bits = read_u32(read, text_ring + layout.offset("prb_data_ring.size_bits")?)?;
+    let data = read_u64(read, text_ring + layout.offset("prb_data_ring.data")?)?;
+
+    if count_bits >= 32 || size_bits >= 40 {
+        return Err(unreadable(&format!(
+            "ring of 2^{count_bits} records, 2^{size_bits} bytes"
+        )));
+    }
+    let count = 1u64 << count_bits;
+    let data_size = 1u64 << size_bits;
+    let desc_size = layout.size("prb_desc")?;
+    let info_size = layout.size("printk_info")?;
+    if count * desc_size.max(info_size) > MAX_RING_BYTES || data_size > MAX_RING_BYTES {
+        return Err(unreadable("ring larger than 256 MiB"));
+    }
+    let descs_raw = read(descs, (count * desc_size) as usize)?;
+    let infos_raw = read(infos, (count * info_size) as usize)?;
+    let data_raw = read(data, data_size as usize)?;
+
+    let state_var = layout.offset("prb_desc.state_var")? + counter;
+    let text_lpos = layout.offset("prb_desc.text_blk_lpos")?;
+    let lpos_begin = layout.offset("prb_data_blk_lpos.begin")?;
+    let lpos_next = layout.offset("prb_data_blk_lpos.next")?;
+    let seq_at = layout.offset("printk_info.seq")?;
+    let ts_at = layout.offset("printk_info.ts_nsec")?;
+    let len_at = layout.offset("printk_info.text_len")?;
+
+    const FLAGS_SHIFT: u32 = 62;
+    const ID_MASK: u64 = (1 << FLAGS_SHIFT) - 1;
+    const COMMITTED: u64 = 1;
+    const FINALIZED: u64 = 2;
+
+    let mut out = Vec::new();
+    let mut id = tail_id;
+    for _ in 0..=count {
+        let index = id & (count - 1);
+        let desc = index * desc_size;
+        let sv = u64_at(&descs_raw, desc + state_var);
+        let state = sv >> FLAGS_SHIFT;
+        if sv & ID_MASK == id & ID_MASK && (state == COMMITTED || state == FINALIZED) {
+            let begin = u64_at(&descs_raw, desc + text_lpos + lpos_begin);
+            let next = u64_at(&descs_raw, desc + text_lpos + lpos_next);
+            let info = index * info_size;
+            let text_len = u64::from(u16_at(&infos_raw, info + len_at));
+            let text = if begin & 1 != 0 || next & 1 != 0 {
+                String::new() // a data-less record
+            } else {
+                // A block that wraps is stored whole at the start of the ring.
+                let start = if begin >> size_bits == next >> size_bits {
+                    begin & (data_size - 1)
+                } else {
+                    0
+                };
+                let from = (start + 8) as usize;
+                let to = from.saturating_add(text_len as usize).min(data_raw.len());
+                String::from_utf8_lossy(data_raw.get(from..to).unwrap_or(&[])).into_owned()
+            };
+            out.push(Record {
+                seq: u64_at(&infos_raw, info + seq_at),
+                ts_nsec: u64_at(&infos_raw, info + ts_at),
+                level: infos_raw
+                    .get((info + len_at + 3) as usize)
+                    .map_or(0, |b| b >> 5),
+                text,
+            });
+        }
+        if id == head_id {
+            break;
+        }
+        id = id.wrapping_add(1);
+    }
+    Ok(out)
+}
+
+/// The < 5.10 buffer: `struct printk_log` headers, each followed by its text; a header of
+/// length 0 sends the reader back to the start of the buffer.
+fn variable_length(
+    read: ReadFn<'_>,
+    layout: &Layout<'_>,
+    log_buf_symbol: u64,
+) -> Result<Vec<Record>, Error> {
+    let sym = |name: &str| {
+        layout
+            .info
+            .symbol(name)
+            .ok_or_else(|| unreadable(&format!("no SYMBOL({name})")))
+    };
+    let buf = read_u64(read, log_buf_symbol)?;
+    let len = u64::from(read_u32(read, sym("log_buf_len")?)?);
+    let first = u64::from(read_u32(read, sym("log_first_idx")?)?);
+    let next = u64::from(read_u32(read, sym("log_next_idx")?)?);
+    if len == 0 || len > MAX_RING_BYTES {
+        return Err(unreadable(&format!("log_buf_len {len}")));
+    }
+    let raw = read(buf, len as usize)?;
+    let header = layout.size("printk_log")?;
+    let ts_at = layout.offset("printk_log.ts_nsec")?;
+    let len_at = layout.offset("printk_log.len")?;
+    let text_len_at = layout.offset("printk_log.text_len")?;
+    let mut out = Vec::new();
+    let mut idx = first;
+    let mut seq = 0u64;
+    // Every record is at least a header long: this bounds the walk on a corrupt buffer.
+    for _ in 0..=len / header.max(1) {
+        if idx == next {
+            break;
+        }
+        let rec_len = u64::from(u16_at(&raw, idx + len_at));
+        if rec_len == 0 {
+            if idx == 0 {
+                break;
+            }
+            idx = 0;
+            continue;
+        }
+        let text_len = u64::from(u16_at(&raw, idx + text_len_at));
+        let from = (idx + header) as usize;
+        let to = from.saturating_add(text_len as usize).min(raw.len());
+        out.push(Record {
+            seq,
+            ts_nsec: u64_at(&raw, idx + ts_at),
+            level: raw
+                .get((idx + text_len_at + 5) as usize)
+                .map_or(0, |b| b >> 5),
+            text: String::from_utf8_lossy(raw.get(from..to).unwrap_or(&[])).into_owned(),
+        });
+        seq += 1;
+        idx += rec_len;
+        if idx >= len {
+            idx = 0;
+        }
+    }
+    Ok(out)
+}

@@ -26,6 +26,7 @@ from ._libkvm import (
     write,
 )
 from ._native import KVM_NO_FILES, PATH_MAX
+from ._scan import ScanReport, scan
 from .errors import KvmError
 
 _POSIX2_LINE_MAX = 2048
@@ -45,6 +46,7 @@ __all__ = [
     "KvmError",
     "KvmInfo",
     "Nlist",
+    "ScanReport",
     "close",
     "geterr",
     "nlist",
@@ -52,5 +54,6 @@ __all__ = [
     "openfiles",
     "paths",
     "read",
+    "scan",
     "write",
 ]

@@ -28,3 +28,11 @@ def open_session(
     path_devmem: bytes,
     core_symbols: bool = False,
 ) -> Handle: ...
+def scan(
+    paths: list[bytes],
+    execfile: bytes | None,
+    threads: int,
+    path_ksyms: bytes,
+    path_unix: bytes,
+    path_devmem: bytes,
+) -> list[dict[str, Any]]: ...

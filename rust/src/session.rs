@@ -58,6 +58,18 @@ pub struct Info {
     pub exec_format: Option<&'static str>,
 }
 
+/// Facts of a dump beyond `Info` that a triage pipeline sorts by.
+#[derive(Debug, Clone)]
+pub struct DumpFacts {
+    /// VMCOREINFO `CRASHTIME` (seconds since the epoch).
+    pub crash_time: Option<u64>,
+    /// makedumpfile's `-d` level.
+    pub dump_level: Option<u32>,
+    /// makedumpfile marked the dump incomplete (it ran out of space).
+    pub incomplete: bool,
+    pub dumped_pages: Option<u64>,
+}
+
 /// Where the handle's symbols come from.
 enum Symbols {
     None,
@@ -366,6 +378,41 @@ impl Session {
                 Some((sym.n_type(), value))
             })
             .collect())
+    }
+
+    pub fn dump_facts(&self) -> Option<DumpFacts> {
+        let core = self.core.as_ref()?;
+        let crash_time = core
+            .vmcoreinfo
+            .get("CRASHTIME")
+            .and_then(|v| v.parse().ok());
+        Some(match &core.layout {
+            Layout::Kdump(dump) => DumpFacts {
+                crash_time,
+                dump_level: dump.dump_level,
+                incomplete: dump.status & formats::kdump::DUMP_DH_COMPRESSED_INCOMPLETE != 0,
+                dumped_pages: Some(dump.dumped_pages),
+            },
+            Layout::Elf(elf) => DumpFacts {
+                crash_time,
+                dump_level: None,
+                incomplete: false,
+                dumped_pages: Some(
+                    elf.by_paddr()
+                        .pieces()
+                        .iter()
+                        .map(|p| p.file_len)
+                        .sum::<u64>()
+                        / core.page_size.unwrap_or(4096).max(1),
+                ),
+            },
+            Layout::DevMem => DumpFacts {
+                crash_time,
+                dump_level: None,
+                incomplete: false,
+                dumped_pages: None,
+            },
+        })
     }
 
     pub fn info(&self) -> Option<Info> {

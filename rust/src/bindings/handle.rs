@@ -10,7 +10,7 @@ use pyo3::types::{PyBytes, PyDict};
 use super::detach::detached;
 use super::errors::to_py;
 use crate::errors::Error;
-use crate::session::{OpenRequest, Session};
+use crate::session::{Info, OpenRequest, Session};
 
 /// Reads at least this large release the GIL (measured by benches/read_gil.py: below it,
 /// detaching costs more than the copy it frees the interpreter for).
@@ -104,24 +104,7 @@ impl Handle {
         let Some(info) = session.info() else {
             return Ok(None);
         };
-        let dict = PyDict::new(py);
-        dict.set_item("format", info.format)?;
-        dict.set_item("compression", info.compression)?;
-        dict.set_item("machine", info.machine)?;
-        dict.set_item("osrelease", info.osrelease)?;
-        dict.set_item("build_id", info.build_id)?;
-        dict.set_item("page_size", info.page_size)?;
-        dict.set_item("kernel_offset", info.kernel_offset)?;
-        dict.set_item("pgtable_levels", info.pgtable_levels)?;
-        dict.set_item("live", info.live)?;
-        dict.set_item("truncated", info.truncated)?;
-        let raw = PyDict::new(py);
-        for (key, value) in info.vmcoreinfo {
-            raw.set_item(key, value)?;
-        }
-        dict.set_item("vmcoreinfo", raw)?;
-        dict.set_item("exec_format", info.exec_format)?;
-        Ok(Some(dict))
+        info_dict(py, info).map(Some)
     }
 
     /// True when the handle was opened with KVM_NO_FILES.
@@ -129,6 +112,72 @@ impl Handle {
     fn no_files(&self, py: Python<'_>) -> PyResult<bool> {
         Ok(self.session(py)?.core().is_none())
     }
+}
+
+fn info_dict(py: Python<'_>, info: Info) -> PyResult<Bound<'_, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("format", info.format)?;
+    dict.set_item("compression", info.compression)?;
+    dict.set_item("machine", info.machine)?;
+    dict.set_item("osrelease", info.osrelease)?;
+    dict.set_item("build_id", info.build_id)?;
+    dict.set_item("page_size", info.page_size)?;
+    dict.set_item("kernel_offset", info.kernel_offset)?;
+    dict.set_item("pgtable_levels", info.pgtable_levels)?;
+    dict.set_item("live", info.live)?;
+    dict.set_item("truncated", info.truncated)?;
+    let raw = PyDict::new(py);
+    for (key, value) in info.vmcoreinfo {
+        raw.set_item(key, value)?;
+    }
+    dict.set_item("vmcoreinfo", raw)?;
+    dict.set_item("exec_format", info.exec_format)?;
+    Ok(dict)
+}
+
+/// `kvm_rs.scan`: opens every path in `threads` worker threads, detached; one dict per path.
+#[allow(clippy::too_many_arguments)]
+#[pyfunction]
+#[pyo3(signature = (paths, execfile, threads, path_ksyms, path_unix, path_devmem))]
+pub fn scan<'py>(
+    py: Python<'py>,
+    paths: Vec<Vec<u8>>,
+    execfile: Option<Vec<u8>>,
+    threads: usize,
+    path_ksyms: Vec<u8>,
+    path_unix: Vec<u8>,
+    path_devmem: Vec<u8>,
+) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    let template = OpenRequest {
+        core_symbols: execfile.is_none(),
+        execfile,
+        corefile: Vec::new(),
+        swapfile: None,
+        flags: i64::from(libc::O_RDONLY),
+        path_ksyms,
+        path_unix,
+        path_devmem,
+    };
+    let reports = py.detach(|| crate::scan::scan(&paths, &template, threads));
+    reports
+        .into_iter()
+        .map(|report| {
+            let dict = match report.info {
+                Some(info) => info_dict(py, info)?,
+                None => PyDict::new(py),
+            };
+            dict.set_item("path", PyBytes::new(py, &report.path))?;
+            dict.set_item("ok", report.error.is_none())?;
+            dict.set_item("error", report.error)?;
+            let facts = report.facts;
+            dict.set_item("crash_time", facts.as_ref().and_then(|f| f.crash_time))?;
+            dict.set_item("dump_level", facts.as_ref().and_then(|f| f.dump_level))?;
+            dict.set_item("incomplete", facts.as_ref().is_some_and(|f| f.incomplete))?;
+            dict.set_item("dumped_pages", facts.as_ref().and_then(|f| f.dumped_pages))?;
+            dict.set_item("panic", report.panic)?;
+            Ok(dict)
+        })
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]

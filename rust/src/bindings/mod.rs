@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<handle::Handle>()?;
     module.add_function(wrap_pyfunction!(handle::open_session, module)?)?;
+    module.add_function(wrap_pyfunction!(handle::scan, module)?)?;
     module.add("KVM_NO_FILES", crate::session::KVM_NO_FILES)?;
     module.add("PATH_MAX", crate::session::PATH_MAX)?;
     Ok(())

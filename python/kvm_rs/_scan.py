@@ -1,0 +1,67 @@
+"""kvm_rs.scan: validate many dumps at once, in native threads with the GIL released."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from . import _native, paths
+from ._handle import StrPath, _fspath
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    """What one dump is, or why it could not be opened (`ok` False, `error` the message)."""
+
+    path: str
+    ok: bool
+    error: str | None = None
+    format: str | None = None
+    compression: str | None = None
+    machine: str | None = None
+    osrelease: str | None = None
+    build_id: str | None = None
+    crash_time: int | None = None
+    kernel_offset: int | None = None
+    page_size: int | None = None
+    dump_level: int | None = None
+    incomplete: bool = False
+    truncated: bool = False
+    dumped_pages: int | None = None
+    panic: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_FIELDS = {f.name for f in fields(ScanReport)}
+
+
+def scan(
+    dumps: Iterable[StrPath],
+    execfile: StrPath | None = None,
+    threads: int | None = None,
+) -> list[ScanReport]:
+    """Opens and describes every dump, `threads` at a time (default: one per CPU), in Rust
+    threads with the GIL released. One report per path, in order; a file that fails to open
+    is a report with the libkvm message, never an exception. With no `execfile`, each dump
+    is its own symbol source (its kallsyms tables); with one, each dump must match it."""
+    encoded = [_fspath(path, "path") or b"" for path in dumps]
+    workers = threads if threads is not None else (os.cpu_count() or 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError("threads must be a positive int")
+    raw = _native.scan(
+        encoded,
+        _fspath(execfile, "execfile"),
+        workers,
+        os.fsencode(paths._PATH_KSYMS),
+        os.fsencode(paths._PATH_UNIX),
+        os.fsencode(paths._PATH_DEVMEM),
+    )
+    reports = []
+    for entry in raw:
+        entry["path"] = os.fsdecode(entry["path"])
+        reports.append(ScanReport(**{k: v for k, v in entry.items() if k in _FIELDS}))
+    return reports

@@ -1,7 +1,14 @@
-"""kvm-rs: the command line. `kvm-rs info [-N execfile] [-M corefile] [--json]`.
+"""kvm-rs: the command line, for people and for pipelines.
 
-With no -M it opens the running kernel (/proc/kcore), as kvm_open(NULL, NULL, ...) does.
-Exit status: 0 success, 1 the open failed (the message says why), 2 usage error.
+    kvm-rs info  [-N EXECFILE] [-M COREFILE] [--json]
+    kvm-rs nlist [-N EXECFILE] [-M COREFILE] [--json] NAME...
+    kvm-rs read  [-N EXECFILE] [-M COREFILE] [--json | --raw] ADDRESS|SYMBOL [SIZE]
+    kvm-rs dmesg [-N EXECFILE] [-M COREFILE] [--json]
+    kvm-rs scan  [-N EXECFILE] [--json] [--threads N] [PATH...]
+
+-N names the symbol table (BSD's namelist), -M the core file (BSD's memory file), as in
+BSD's ps, vmstat and friends. With no -M the running kernel (/proc/kcore) is opened, as
+kvm_open(NULL, NULL, ...) does. --json prints JSON lines, one object per record.
 """
 
 from __future__ import annotations
@@ -10,45 +17,92 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, TextIO
 
 from . import paths
-from ._handle import Kvm
+from ._handle import CORE_SYMBOLS, Kvm, _CoreSymbols
+from ._scan import ScanReport, scan
 from .errors import KvmError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_SOME_DUMPS_FAILED = 3
+
+EPILOG = """\
+exit status:
+  0  success
+  1  the dump could not be opened or read (the message says why, on stderr)
+  2  usage error
+  3  scan: at least one dump failed to open (each has its report)
+"""
+
+#: Where the kdump tools (kdump-tools, kexec-tools) leave dumps.
+DEFAULT_SCAN_DIR = "/var/crash"
+
+
+def _add_files(parser: argparse.ArgumentParser, core: bool = True) -> None:
+    parser.add_argument(
+        "-N",
+        dest="execfile",
+        metavar="EXECFILE",
+        help="symbol table: vmlinux, System.map or kallsyms (default: /proc/kallsyms, else "
+        "the running kernel's vmlinux or System.map; 'core' = the dump's own kallsyms)",
+    )
+    if core:
+        parser.add_argument(
+            "-M",
+            dest="corefile",
+            metavar="COREFILE",
+            help="core file: a crash dump or /proc/kcore (default: the running kernel)",
+        )
+    parser.add_argument("--json", action="store_true", help="JSON lines on stdout")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kvm-rs",
         description="Open Linux kernel crash dumps and the live kernel the BSD libkvm way.",
-        epilog="exit status: 0 ok, 1 the open failed (message on stderr), 2 usage error",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     info = commands.add_parser(
-        "info",
-        help="what a dump (or the running kernel) is: format, release, build-id, KASLR offset",
-        description="Print what kvm_rs knows of a core file without reading kernel memory.",
+        "info", help="what a dump is: format, release, build-id, KASLR offset", epilog=EPILOG
     )
-    info.add_argument(
-        "-N",
-        dest="execfile",
-        metavar="EXECFILE",
-        help="symbol table: vmlinux, System.map or kallsyms (default: /proc/kallsyms, "
-        "else the running kernel's vmlinux or System.map)",
+    _add_files(info)
+
+    nlist = commands.add_parser("nlist", help="runtime addresses of symbols", epilog=EPILOG)
+    _add_files(nlist)
+    nlist.add_argument("names", nargs="+", metavar="NAME")
+
+    read = commands.add_parser("read", help="kernel memory, as a hexdump or raw", epilog=EPILOG)
+    _add_files(read)
+    read.add_argument("address", metavar="ADDRESS|SYMBOL", help="0x-hex address or a symbol")
+    read.add_argument("size", nargs="?", default="64", metavar="SIZE", help="bytes (default 64)")
+    read.add_argument("--raw", action="store_true", help="the bytes themselves on stdout")
+
+    dmesg = commands.add_parser("dmesg", help="the kernel log of the dump", epilog=EPILOG)
+    _add_files(dmesg)
+
+    scan_cmd = commands.add_parser(
+        "scan",
+        help="validate many dumps in parallel; non-zero exit if any failed",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    info.add_argument(
-        "-M",
-        dest="corefile",
-        metavar="COREFILE",
-        help="core file: a crash dump, or /proc/kcore (default: the running kernel)",
+    _add_files(scan_cmd, core=False)
+    scan_cmd.add_argument(
+        "paths", nargs="*", metavar="PATH", help=f"dumps or folders (default {DEFAULT_SCAN_DIR})"
     )
-    info.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    scan_cmd.add_argument("--threads", type=int, default=None, help="worker threads")
     return parser
+
+
+def _execfile(value: str | None) -> str | _CoreSymbols | None:
+    return CORE_SYMBOLS if value == "core" else value
 
 
 def _live_kernel_hint(error: KvmError) -> str | None:
@@ -56,46 +110,159 @@ def _live_kernel_hint(error: KvmError) -> str | None:
     if not os.path.exists(paths._PATH_MEM):
         return (
             f"{paths._PATH_MEM} does not exist: the kernel lacks CONFIG_PROC_KCORE, "
-            "or /proc is not mounted"
+            "or /proc is not mounted; give a dump with -M"
         )
     if error.errno in (1, 13) and os.geteuid() != 0:
         return f"reading {paths._PATH_MEM} needs root (CAP_SYS_RAWIO): run as root, or give -M DUMP"
     return None
 
 
-def _format_text(path: str, info: dict[str, Any]) -> str:
-    vmcoreinfo = info.pop("vmcoreinfo")
-    lines = [f"{'corefile':<15} {path}"]
-    for key, value in info.items():
-        if key == "kernel_offset":
-            value = f"{value:#x}"
-        lines.append(f"{key:<15} {'-' if value is None else value}")
-    lines.append(f"{'vmcoreinfo':<15} {len(vmcoreinfo)} keys")
-    return "\n".join(lines)
+def _fail(error: KvmError, corefile: str | None) -> int:
+    print(f"kvm-rs: {error.message}", file=sys.stderr)
+    hint = _live_kernel_hint(error) if corefile is None else None
+    if hint:
+        print(f"kvm-rs: {hint}", file=sys.stderr)
+    return EXIT_FAILED
 
 
-def _info(args: argparse.Namespace) -> int:
-    corefile = args.corefile
-    try:
-        with Kvm(execfile=args.execfile, corefile=corefile) as kd:
-            info = kd.info.as_dict()
-    except KvmError as error:
-        print(f"kvm-rs: {error.message}", file=sys.stderr)
-        if corefile is None:
-            hint = _live_kernel_hint(error)
-            if hint:
-                print(f"kvm-rs: {hint}", file=sys.stderr)
-        return EXIT_FAILED
-    shown = corefile if corefile is not None else paths._PATH_MEM
+def _emit(obj: dict[str, Any], out: TextIO = sys.stdout) -> None:
+    out.write(json.dumps(obj) + "\n")
+
+
+def _info(kd: Kvm, args: argparse.Namespace) -> int:
+    shown = args.corefile if args.corefile is not None else paths._PATH_MEM
+    info = kd.info.as_dict()
     if args.json:
-        print(json.dumps({"corefile": shown, **info}, sort_keys=False))
-    else:
-        print(_format_text(shown, info))
+        _emit({"corefile": shown, **info})
+        return EXIT_OK
+    vmcoreinfo = info.pop("vmcoreinfo")
+    print(f"{'corefile':<15} {shown}")
+    for key, value in info.items():
+        text = f"{value:#x}" if key == "kernel_offset" else value
+        print(f"{key:<15} {'-' if text is None else text}")
+    print(f"{'vmcoreinfo':<15} {len(vmcoreinfo)} keys")
     return EXIT_OK
+
+
+def _nlist(kd: Kvm, args: argparse.Namespace) -> int:
+    found = kd.nlist(args.names)
+    for name in args.names:
+        value = found.get(name)
+        if args.json:
+            _emit({"name": name, "value": value})
+        else:
+            print(f"{'-' if value is None else f'{value:#018x}'} {name}")
+    return EXIT_OK if len(found) == len(args.names) else EXIT_FAILED
+
+
+def _parse_int(text: str) -> int | None:
+    try:
+        return int(text, 0)
+    except ValueError:
+        return None
+
+
+def _hexdump(addr: int, data: bytes) -> Iterator[str]:
+    for at in range(0, len(data), 16):
+        chunk = data[at : at + 16]
+        hex_part = " ".join(f"{b:02x}" for b in chunk)
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        yield f"{addr + at:016x}  {hex_part:<47}  |{text}|"
+
+
+def _read(kd: Kvm, args: argparse.Namespace) -> int:
+    addr = _parse_int(args.address)
+    if addr is None:
+        addr = kd.nlist([args.address]).get(args.address)
+        if addr is None:
+            print(f"kvm-rs: {args.address}: no such symbol", file=sys.stderr)
+            return EXIT_FAILED
+    size = _parse_int(args.size)
+    if size is None or size < 0:
+        print(f"kvm-rs: {args.size}: not a size", file=sys.stderr)
+        return EXIT_USAGE
+    data = kd.read(addr, size)
+    if args.raw:
+        sys.stdout.buffer.write(data)
+    elif args.json:
+        _emit({"address": addr, "size": len(data), "hex": data.hex()})
+    else:
+        for line in _hexdump(addr, data):
+            print(line)
+    return EXIT_OK
+
+
+def _dmesg(kd: Kvm, args: argparse.Namespace) -> int:
+    for line in kd.dmesg():
+        if args.json:
+            _emit({"line": line})
+        else:
+            print(line)
+    return EXIT_OK
+
+
+def _collect(targets: Sequence[str]) -> list[str]:
+    """Files named, and the files inside folders named (recursively), sorted."""
+    found: list[str] = []
+    for target in targets:
+        if os.path.isdir(target):
+            for root, dirs, files in os.walk(target):
+                dirs.sort()
+                found.extend(os.path.join(root, name) for name in sorted(files))
+        else:
+            found.append(target)
+    return found
+
+
+def _progress(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    sys.stderr.write(f"\rscanning [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    sys.stderr.flush()
+
+
+def _scan(args: argparse.Namespace) -> int:
+    files = _collect(args.paths or [DEFAULT_SCAN_DIR])
+    show_progress = sys.stderr.isatty() and not args.json
+    # Batches of a few files keep the bar moving; each batch runs all threads.
+    batch = max(1, (args.threads or os.cpu_count() or 1) * 4) if show_progress else len(files)
+    reports: list[ScanReport] = []
+    execfile = args.execfile if args.execfile != "core" else None
+    for start in range(0, len(files), max(batch, 1)):
+        reports.extend(scan(files[start : start + batch], execfile=execfile, threads=args.threads))
+        if show_progress:
+            _progress(len(reports), len(files))
+    if show_progress:
+        sys.stderr.write("\n")
+    for report in reports:
+        if args.json:
+            _emit(report.as_dict())
+        elif report.ok:
+            print(
+                f"ok    {report.path}: {report.format} {report.compression or '-'} "
+                f"{report.osrelease or '-'} panic: {report.panic or '-'}"
+            )
+        else:
+            print(f"FAIL  {report.error}")
+    failed = sum(not r.ok for r in reports)
+    if not args.json:
+        print(f"{len(reports) - failed} ok, {failed} failed", file=sys.stderr)
+    return EXIT_SOME_DUMPS_FAILED if failed else EXIT_OK
+
+
+COMMANDS = {"info": _info, "nlist": _nlist, "read": _read, "dmesg": _dmesg}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "info":
-        return _info(args)
-    return EXIT_USAGE
+    if args.command == "scan":
+        return _scan(args)
+    try:
+        with Kvm(execfile=_execfile(args.execfile), corefile=args.corefile) as kd:
+            return COMMANDS[args.command](kd, args)
+    except KvmError as error:
+        return _fail(error, args.corefile)
+    except BrokenPipeError:
+        # `kvm-rs dmesg | head`: the reader left; that is not an error of ours.
+        sys.stderr.close()
+        return EXIT_OK

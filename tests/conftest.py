@@ -15,21 +15,22 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import elfwriter  # noqa: E402
-import synthetic  # noqa: E402
-from synthetic import synthetic_vmcoreinfo  # noqa: E402
+import elfwriter
+import synthetic
+from synthetic import synthetic_vmcoreinfo
 
 SYSTEM_MAP = "System.map-6.1.0-56-amd64"
 VMLINUX = "vmlinux-6.1.0-56-amd64.stripped"
 KALLSYMS = "kallsyms-host.txt"
 
-def shared_dir() -> Optional[Path]:
+
+def shared_dir() -> Path | None:
     """../shared beside the repository root, else $KVM_RS_SHARED; None if neither exists."""
     beside = Path(__file__).resolve().parents[2] / "shared"
     if (beside / "corpus").is_dir():
@@ -40,7 +41,7 @@ def shared_dir() -> Optional[Path]:
     return None
 
 
-def _shared_truth() -> Optional[dict[str, Any]]:
+def _shared_truth() -> dict[str, Any] | None:
     shared = shared_dir()
     if shared is None:
         return None
@@ -140,6 +141,7 @@ def fd_count() -> Callable[[], int]:
 
 
 # -- synthetic files -------------------------------------------------------------------------
+
 
 @pytest.fixture
 def make_file(tmp_path: Path) -> Callable[[str, bytes], Path]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Optional
 
 ET_EXEC = 2
 ET_DYN = 3
@@ -89,8 +88,8 @@ def ehdr(
     shoff: int = 0,
     shnum: int = 0,
     shstrndx: int = 0,
-    ei_class: Optional[int] = None,
-    ei_data: Optional[int] = None,
+    ei_class: int | None = None,
+    ei_data: int | None = None,
 ) -> bytes:
     """An ELF header. `ei_class`/`ei_data` override the identification bytes (to damage them)."""
     sizes = _layout(bits)
@@ -144,7 +143,9 @@ def note(name: bytes, n_type: int, desc: bytes, *, little_endian: bool = True) -
     """One ELF note: header, NUL-terminated name and descriptor, each padded to 4 bytes."""
     name_z = name + b"\0"
     head = struct.pack(f"{_endian(little_endian)}III", len(name_z), len(desc), n_type)
-    return head + name_z.ljust(_align(len(name_z), 4), b"\0") + desc.ljust(_align(len(desc), 4), b"\0")
+    return (
+        head + name_z.ljust(_align(len(name_z), 4), b"\0") + desc.ljust(_align(len(desc), 4), b"\0")
+    )
 
 
 def vmcoreinfo_text(entries: dict[str, str] | Iterable[tuple[str, str]]) -> bytes:
@@ -160,7 +161,7 @@ class Load:
     vaddr: int
     paddr: int
     data: bytes
-    memsz: Optional[int] = None
+    memsz: int | None = None
 
 
 @dataclass
@@ -177,7 +178,7 @@ class CoreLayout:
 
 
 def elf_core_with_layout(
-    vmcoreinfo: Optional[bytes] = None,
+    vmcoreinfo: bytes | None = None,
     loads: Sequence[Load] = (),
     *,
     bits: int = 64,
@@ -185,8 +186,8 @@ def elf_core_with_layout(
     e_machine: int = EM_X86_64,
     e_type: int = ET_CORE,
     extra_notes: Sequence[tuple[bytes, int, bytes]] = (),
-    ei_class: Optional[int] = None,
-    ei_data: Optional[int] = None,
+    ei_class: int | None = None,
+    ei_data: int | None = None,
 ) -> tuple[bytes, CoreLayout]:
     """An ELF core: header, program headers (PT_NOTE first), the notes, then load data."""
     sizes = _layout(bits)
@@ -255,7 +256,7 @@ def elf_core_with_layout(
     return image, layout
 
 
-def elf_core(vmcoreinfo: Optional[bytes] = None, loads: Sequence[Load] = (), **kwargs) -> bytes:
+def elf_core(vmcoreinfo: bytes | None = None, loads: Sequence[Load] = (), **kwargs) -> bytes:
     """An ELF core (see `elf_core_with_layout`)."""
     return elf_core_with_layout(vmcoreinfo, loads, **kwargs)[0]
 
@@ -279,7 +280,7 @@ class Section:
     flags: int
     addr: int
     data: bytes = b""
-    size: Optional[int] = None  # SHT_NOBITS: the memory size
+    size: int | None = None  # SHT_NOBITS: the memory size
     link: int = 0
     info: int = 0
     align: int = 1
@@ -290,13 +291,15 @@ def kernel_sections(
     *,
     text_addr: int = TEXT_ADDR,
     rodata: bytes = b"",
-    build_id: Optional[bytes] = None,
+    build_id: bytes | None = None,
     little_endian: bool = True,
 ) -> list[Section]:
     """The allocated sections of a tiny kernel image: .text, .rodata, .data, .bss (1 MiB
     apart) and, with `build_id`, a `.note.gnu.build-id`."""
     sections = [
-        Section(".text", SHT_PROGBITS, SHF_ALLOC | SHF_EXECINSTR, text_addr, b"\xc3" * 64, align=16),
+        Section(
+            ".text", SHT_PROGBITS, SHF_ALLOC | SHF_EXECINSTR, text_addr, b"\xc3" * 64, align=16
+        ),
         Section(".rodata", SHT_PROGBITS, SHF_ALLOC, text_addr + 0x10_0000, rodata.ljust(64, b"\0")),
         Section(".data", SHT_PROGBITS, SHF_ALLOC | SHF_WRITE, text_addr + 0x20_0000, bytes(64)),
         Section(".bss", SHT_NOBITS, SHF_ALLOC | SHF_WRITE, text_addr + 0x30_0000, size=0x1000),
@@ -322,7 +325,7 @@ def elf_exec(
     little_endian: bool = True,
     e_machine: int = EM_X86_64,
     e_type: int = ET_EXEC,
-    sections: Optional[Sequence[Section]] = None,
+    sections: Sequence[Section] | None = None,
     with_symtab: bool = True,
 ) -> bytes:
     """An ELF image with the given allocated sections (default: `kernel_sections()`) and, unless
@@ -330,8 +333,8 @@ def elf_exec(
     always a `.shstrtab`. Locals are written before globals, as the ELF rules require."""
     sizes = _layout(bits)
     e = _endian(little_endian)
-    allocated = list(sections) if sections is not None else kernel_sections(
-        little_endian=little_endian
+    allocated = (
+        list(sections) if sections is not None else kernel_sections(little_endian=little_endian)
     )
     names = [s.name for s in allocated]
     extra = [".symtab", ".strtab"] if with_symtab else []
@@ -367,8 +370,19 @@ def elf_exec(
     body = bytearray(bytes(sizes["ehsize"]))
     headers: list[tuple] = [(0, SHT_NULL, 0, 0, 0, 0, 0, 0, 0, 0)]
 
-    def place(name: str, sh_type: int, flags: int, addr: int, data: bytes, *, size=None,
-              link=0, info=0, align=1, entsize=0) -> None:
+    def place(
+        name: str,
+        sh_type: int,
+        flags: int,
+        addr: int,
+        data: bytes,
+        *,
+        size=None,
+        link=0,
+        info=0,
+        align=1,
+        entsize=0,
+    ) -> None:
         offset = _align(len(body), max(align, 1))
         body.extend(bytes(offset - len(body)))
         if sh_type != SHT_NOBITS:
@@ -379,11 +393,30 @@ def elf_exec(
         )
 
     for sec in allocated:
-        place(sec.name, sec.sh_type, sec.flags, sec.addr, sec.data, size=sec.size,
-              link=sec.link, info=sec.info, align=sec.align, entsize=sec.entsize)
+        place(
+            sec.name,
+            sec.sh_type,
+            sec.flags,
+            sec.addr,
+            sec.data,
+            size=sec.size,
+            link=sec.link,
+            info=sec.info,
+            align=sec.align,
+            entsize=sec.entsize,
+        )
     if with_symtab:
-        place(".symtab", SHT_SYMTAB, 0, 0, symtab, link=index_of[".strtab"], info=first_global,
-              align=8 if bits == 64 else 4, entsize=sizes["symsize"])
+        place(
+            ".symtab",
+            SHT_SYMTAB,
+            0,
+            0,
+            symtab,
+            link=index_of[".strtab"],
+            info=first_global,
+            align=8 if bits == 64 else 4,
+            entsize=sizes["symsize"],
+        )
         place(".strtab", SHT_STRTAB, 0, 0, strtab)
     place(".shstrtab", SHT_STRTAB, 0, 0, shstrtab)
 
@@ -391,11 +424,37 @@ def elf_exec(
     body.extend(bytes(shoff - len(body)))
     for name_at, sh_type, flags, addr, offset, size, link, info, align, entsize in headers:
         if bits == 64:
-            body.extend(struct.pack(f"{e}IIQQQQIIQQ", name_at, sh_type, flags, addr, offset,
-                                    size, link, info, align, entsize))
+            body.extend(
+                struct.pack(
+                    f"{e}IIQQQQIIQQ",
+                    name_at,
+                    sh_type,
+                    flags,
+                    addr,
+                    offset,
+                    size,
+                    link,
+                    info,
+                    align,
+                    entsize,
+                )
+            )
         else:
-            body.extend(struct.pack(f"{e}IIIIIIIIII", name_at, sh_type, flags, addr, offset,
-                                    size, link, info, align, entsize))
+            body.extend(
+                struct.pack(
+                    f"{e}IIIIIIIIII",
+                    name_at,
+                    sh_type,
+                    flags,
+                    addr,
+                    offset,
+                    size,
+                    link,
+                    info,
+                    align,
+                    entsize,
+                )
+            )
     body[: sizes["ehsize"]] = ehdr(
         bits=bits,
         little_endian=little_endian,

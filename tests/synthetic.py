@@ -5,8 +5,6 @@ Its image starts at `TEXT_ADDR` (x86_64's usual 0xffffffff81000000), unrandomize
 
 from __future__ import annotations
 
-from typing import Optional
-
 import elfwriter
 
 TEST_RELEASE = "6.1.0-test"
@@ -28,10 +26,10 @@ SYMBOLS = [
 ]
 
 
-def synthetic_vmcoreinfo(extra: Optional[dict[str, Optional[str]]] = None) -> bytes:
+def synthetic_vmcoreinfo(extra: dict[str, str | None] | None = None) -> bytes:
     """VMCOREINFO of the synthetic kernel (release TEST_RELEASE, unrandomized). `extra` adds
     or replaces keys (`{"SYMBOL(jiffies)": "ffffffff81200000"}`); a value of None removes one."""
-    entries: dict[str, Optional[str]] = {
+    entries: dict[str, str | None] = {
         "OSRELEASE": TEST_RELEASE,
         "PAGESIZE": "4096",
         "SYMBOL(_stext)": f"{TEXT_ADDR:x}",

@@ -15,11 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import pytest
-from synthetic import synthetic_vmcoreinfo
-
 import elfwriter
 import kvm_rs
+import pytest
+from synthetic import synthetic_vmcoreinfo
 
 ERRSTR = "kvm_open"
 
@@ -263,7 +262,7 @@ def test_default_paths() -> None:
         f"/boot/System.map-{release}",
     ]
     expected = next((c for c in candidates if os.path.exists(c)), candidates[0])
-    assert kvm_rs.paths._PATH_UNIX == expected
+    assert expected == kvm_rs.paths._PATH_UNIX
 
 
 def test_nlist_entry_fields() -> None:

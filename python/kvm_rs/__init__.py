@@ -25,7 +25,7 @@ from ._libkvm import (
     read,
     write,
 )
-from ._native import KVM_NO_FILES, PATH_MAX
+from ._native import KVM_NO_FILES, PATH_MAX, clear_exec_cache
 from ._scan import ScanReport, scan
 from .errors import KvmError
 
@@ -47,6 +47,7 @@ __all__ = [
     "KvmInfo",
     "Nlist",
     "ScanReport",
+    "clear_exec_cache",
     "close",
     "geterr",
     "nlist",

@@ -174,7 +174,7 @@ class Kvm:
     @property
     def info(self) -> KvmInfo:
         """Facts about the dump (SPEC §10); raises KvmError on a KVM_NO_FILES handle."""
-        if self._info is None:
+        if self._info is None or self._session.closed:
             raw = self._call(self._session.info)
             if raw is None:
                 error = KvmError("kvm_info: no core file (KVM_NO_FILES)")

@@ -66,11 +66,13 @@ def _class_for(errno: int | None) -> type[KvmError]:
 def _rebuild(
     message: str, errno: int | None, filename: str | None, hard: bool, address: int | None
 ) -> KvmError:
-    return _from_native(message, hard, errno, filename, address)
+    return _class_for(errno)(message, errno, filename, hard=hard, address=address)
 
 
 def _from_native(
-    message: str, hard: bool, errno: int | None, filename: str | None, address: int | None
+    message: bytes, hard: bool, errno: int | None, filename: bytes | None, address: int | None
 ) -> KvmError:
-    """Called by the native module to build every exception it raises."""
-    return _class_for(errno)(message, errno, filename, hard=hard, address=address)
+    """Called by the native module to build every exception it raises. Names arrive as
+    bytes and are decoded as the OS does (os.fsdecode), so they encode back unchanged."""
+    name = None if filename is None else os.fsdecode(filename)
+    return _class_for(errno)(os.fsdecode(message), errno, name, hard=hard, address=address)

@@ -56,7 +56,7 @@ impl Layout<'_> {
 
 fn unreadable(what: &str) -> Error {
     Error::Core {
-        path: String::new(),
+        path: Vec::new(),
         fault: CoreFault::Invalid(format!("kernel log: {what}")),
     }
 }

@@ -2,7 +2,7 @@
 //! SPEC words it; the Python layer decides whether to print, store or raise it.
 
 use std::fmt;
-use std::io;
+use std::io::{self, Write};
 
 /// Why a core file was rejected (the part after `<corefile>: `).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,30 +50,33 @@ impl fmt::Display for SymbolFault {
     }
 }
 
+/// A file name as the caller gave it: bytes, so a name that is not UTF-8 comes back intact.
+pub type PathName = Vec<u8>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
     /// A system call on `path` failed.
     Os {
-        path: String,
+        path: PathName,
         errno: i32,
     },
     ExecNameTooLong,
     BadFlags,
     NotMemoryDevice {
-        path: String,
+        path: PathName,
     },
     Core {
-        path: String,
+        path: PathName,
         fault: CoreFault,
     },
     Symbols {
-        path: String,
+        path: PathName,
         fault: SymbolFault,
     },
     Mismatch {
-        exec: String,
-        core: String,
+        exec: PathName,
+        core: PathName,
         field: String,
         exec_value: String,
         core_value: String,
@@ -94,16 +97,16 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn os(path: &str, err: &io::Error) -> Error {
+    pub fn os(path: &[u8], err: &io::Error) -> Error {
         Error::Os {
-            path: path.to_owned(),
+            path: path.to_vec(),
             errno: err.raw_os_error().unwrap_or(libc::EIO),
         }
     }
 
-    pub fn core(path: &str, fault: CoreFault) -> Error {
+    pub fn core(path: &[u8], fault: CoreFault) -> Error {
         Error::Core {
-            path: path.to_owned(),
+            path: path.to_vec(),
             fault,
         }
     }
@@ -122,7 +125,7 @@ impl Error {
     }
 
     /// The file the error is about, where there is one.
-    pub fn filename(&self) -> Option<&str> {
+    pub fn filename(&self) -> Option<&[u8]> {
         match self {
             Error::Os { path, .. }
             | Error::NotMemoryDevice { path }
@@ -150,15 +153,21 @@ pub fn strerror(errno: i32) -> String {
     }
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Error {
+    /// The libkvm message, with file names as the raw bytes the caller gave.
+    pub fn message(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut named = |path: &[u8], rest: fmt::Arguments<'_>| {
+            out.extend_from_slice(path);
+            let _ = out.write_fmt(rest);
+        };
         match self {
-            Error::Os { path, errno } => write!(f, "{path}: {}", strerror(*errno)),
-            Error::ExecNameTooLong => f.write_str("exec file name too long"),
-            Error::BadFlags => f.write_str("bad flags arg"),
-            Error::NotMemoryDevice { path } => write!(f, "{path}: not physical memory device"),
-            Error::Core { path, fault } => write!(f, "{path}: {fault}"),
-            Error::Symbols { path, fault } => write!(f, "{path}: {fault}"),
+            Error::Os { path, errno } => named(path, format_args!(": {}", strerror(*errno))),
+            Error::NotMemoryDevice { path } => {
+                named(path, format_args!(": not physical memory device"))
+            }
+            Error::Core { path, fault } => named(path, format_args!(": {fault}")),
+            Error::Symbols { path, fault } => named(path, format_args!(": {fault}")),
             Error::Mismatch {
                 exec,
                 core,
@@ -166,19 +175,37 @@ impl fmt::Display for Error {
                 exec_value,
                 core_value,
             } => {
-                write!(
-                    f,
-                    "{exec}: does not match {core} ({field}: {exec_value} != {core_value})"
-                )
+                named(exec, format_args!(": does not match "));
+                named(
+                    core,
+                    format_args!(" ({field}: {exec_value} != {core_value})"),
+                );
             }
-            Error::BadNamelist => f.write_str("bad namelist"),
-            Error::InvalidAddress(addr) => write!(f, "invalid address ({addr:#x})"),
-            Error::ShortRead => f.write_str("short read"),
-            Error::NoCoreFile { op } => write!(f, "{op}: no core file (KVM_NO_FILES)"),
-            Error::BadDescriptor { op } => write!(f, "{op}: {}", strerror(libc::EBADF)),
-            Error::WriteCompressed => f.write_str("kvm_write not implemented for compressed dumps"),
-            Error::Closed => f.write_str("kvm handle is closed"),
+            Error::ExecNameTooLong => out.extend_from_slice(b"exec file name too long"),
+            Error::BadFlags => out.extend_from_slice(b"bad flags arg"),
+            Error::BadNamelist => out.extend_from_slice(b"bad namelist"),
+            Error::InvalidAddress(addr) => {
+                let _ = write!(out, "invalid address ({addr:#x})");
+            }
+            Error::ShortRead => out.extend_from_slice(b"short read"),
+            Error::NoCoreFile { op } => {
+                let _ = write!(out, "{op}: no core file (KVM_NO_FILES)");
+            }
+            Error::BadDescriptor { op } => {
+                let _ = write!(out, "{op}: {}", strerror(libc::EBADF));
+            }
+            Error::WriteCompressed => {
+                out.extend_from_slice(b"kvm_write not implemented for compressed dumps")
+            }
+            Error::Closed => out.extend_from_slice(b"kvm handle is closed"),
         }
+        out
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.message()))
     }
 }
 

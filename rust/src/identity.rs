@@ -65,14 +65,14 @@ pub struct Identity {
 
 fn mismatch(
     exec: &ExecFile,
-    core_path: &str,
+    core_path: &[u8],
     field: &str,
     exec_value: String,
     core_value: String,
 ) -> Error {
     Error::Mismatch {
         exec: exec.path.clone(),
-        core: core_path.to_owned(),
+        core: core_path.to_vec(),
         field: field.to_owned(),
         exec_value,
         core_value,
@@ -80,7 +80,7 @@ fn mismatch(
 }
 
 /// Looks up what the checks need and runs them; returns the relocation to apply.
-pub fn check(exec: &ExecFile, core: &Core, core_path: &str) -> Result<Identity, Error> {
+pub fn check(exec: &ExecFile, core: &Core, core_path: &[u8]) -> Result<Identity, Error> {
     let info = &core.vmcoreinfo;
     let mut names: Vec<&str> = FIXED_NAMES.to_vec();
     names.extend(info.symbols().map(|(name, _)| name));

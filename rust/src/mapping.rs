@@ -36,24 +36,37 @@ pub trait Medium: Send + Sync {
 /// A regular file mapped read-only. The mapping survives the descriptor being closed.
 pub struct MappedFile {
     map: Option<Mmap>,
-    file: File,
+    /// Kept for `copy_at`; None for mappings that must hold no descriptor (shared exec
+    /// files outlive their handles).
+    file: Option<File>,
 }
 
 impl MappedFile {
+    /// Maps `file` and keeps a descriptor of its own for `copy_at`.
     pub fn new(file: &File) -> io::Result<MappedFile> {
+        let mut mapped = MappedFile::map_only(file)?;
+        mapped.file = Some(file.try_clone()?);
+        Ok(mapped)
+    }
+
+    /// Maps `file`; the mapping holds no descriptor.
+    pub fn map_only(file: &File) -> io::Result<MappedFile> {
         let len = file.metadata()?.len();
-        let file = file.try_clone()?;
         if len == 0 {
-            return Ok(MappedFile { map: None, file });
+            return Ok(MappedFile {
+                map: None,
+                file: None,
+            });
         }
-        // SAFETY: the mapping is read-only and private to this process. Another process
+        // SAFETY: the mapping is read-only (PROT_READ, MAP_SHARED: writes through kvm_write's
+        // descriptor show through it). Another process
         // truncating the file under us would raise SIGBUS on access; dump files are not
         // rewritten while they are analysed, which is the same contract drgn, crash and
         // libkdumpfile rely on when they map a dump.
-        let map = unsafe { Mmap::map(&file)? };
+        let map = unsafe { Mmap::map(file)? };
         Ok(MappedFile {
             map: Some(map),
-            file,
+            file: None,
         })
     }
 
@@ -75,7 +88,16 @@ impl Medium for MappedFile {
     }
 
     fn copy_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        pread_full(&self.file, offset, buf)
+        match &self.file {
+            Some(file) => pread_full(file, offset, buf),
+            None => {
+                let bytes = self.bytes_at(offset, buf.len())?;
+                buf.get_mut(..bytes.len())
+                    .unwrap_or(&mut [])
+                    .copy_from_slice(&bytes);
+                Ok(bytes.len())
+            }
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use crate::errors::{CoreFault, Error, Result};
+use crate::errors::{CoreFault, Error, Result, SymbolFault};
 use crate::formats::segments::Piece;
 use crate::formats::{self, copy_from_piece, Core, Gap, Layout, Origin};
 use crate::identity::{self, Identity};
@@ -81,7 +81,7 @@ enum Symbols {
 pub struct Session {
     symbols: Symbols,
     core: Option<Core>,
-    core_path: String,
+    core_path: Vec<u8>,
     identity: Option<Identity>,
     translator: Option<X86_64>,
     access: i32,
@@ -89,10 +89,6 @@ pub struct Session {
     /// descriptor `kvm_write` uses) and, for live kernels, the swap file.
     _core_file: Option<File>,
     _swap_file: Option<File>,
-}
-
-fn display(path: &[u8]) -> String {
-    String::from_utf8_lossy(path).into_owned()
 }
 
 fn as_path(path: &[u8]) -> &Path {
@@ -121,7 +117,7 @@ impl Session {
         Session {
             symbols: Symbols::None,
             core: None,
-            core_path: String::new(),
+            core_path: Vec::new(),
             identity: None,
             translator: None,
             access: libc::O_RDONLY,
@@ -143,8 +139,17 @@ impl Session {
             Ok(f @ (libc::O_RDONLY | libc::O_WRONLY | libc::O_RDWR)) => f,
             _ => return Err(Error::BadFlags),
         };
-        let core_name = display(&req.corefile);
-        let core_file = open_with(&req.corefile, access).map_err(|e| Error::os(&core_name, &e))?;
+        let core_name = req.corefile.clone();
+        let core_file = open_with(&req.corefile, access).map_err(|e| {
+            // open(2) refuses a socket (ENXIO) before the type check can name it.
+            let socket =
+                fs::metadata(as_path(&req.corefile)).is_ok_and(|m| m.file_type().is_socket());
+            if socket {
+                Error::core(&core_name, CoreFault::NotCore)
+            } else {
+                Error::os(&core_name, &e)
+            }
+        })?;
         let meta = core_file
             .metadata()
             .map_err(|e| Error::os(&core_name, &e))?;
@@ -167,7 +172,7 @@ impl Session {
 
         let swap_file = match (&req.swapfile, origin) {
             (Some(swap), Origin::Procfs | Origin::DevMem) => {
-                Some(open_with(swap, access).map_err(|e| Error::os(&display(swap), &e))?)
+                Some(open_with(swap, access).map_err(|e| Error::os(swap, &e))?)
             }
             _ => None,
         };
@@ -671,8 +676,8 @@ fn open_exec(req: &OpenRequest) -> Result<Arc<ExecFile>> {
         }
         None => (req.path_unix.as_slice(), req.path_unix.as_slice()),
     };
-    let name = display(path);
-    let file = File::open(as_path(path)).map_err(|e| Error::os(&display(blame), &e))?;
+    let name = path.to_vec();
+    let file = open_with(path, libc::O_RDONLY).map_err(|e| Error::os(blame, &e))?;
     let meta = file.metadata().map_err(|e| Error::os(&name, &e))?;
     if meta.is_dir() {
         return Err(Error::os(
@@ -681,6 +686,13 @@ fn open_exec(req: &OpenRequest) -> Result<Arc<ExecFile>> {
         ));
     }
     let procfs = on_procfs(&meta);
+    if !procfs && !meta.is_file() {
+        // A FIFO, socket or device holds no symbol table we could validate.
+        return Err(Error::Symbols {
+            path: name,
+            fault: SymbolFault::Unrecognized,
+        });
+    }
     // procfs files (kallsyms) change under the same inode: never cached.
     let cacheable = !procfs && meta.is_file() && meta.len() > 0;
     let key = exec_cache::Key::of(&meta);
@@ -690,7 +702,7 @@ fn open_exec(req: &OpenRequest) -> Result<Arc<ExecFile>> {
         }
     }
     let bytes = if cacheable {
-        ExecBytes::Mapped(MappedFile::new(&file).map_err(|e| Error::os(&name, &e))?)
+        ExecBytes::Mapped(MappedFile::map_only(&file).map_err(|e| Error::os(&name, &e))?)
     } else {
         ExecBytes::Owned(read_bounded(&file, MAX_PROCFS_EXEC).map_err(|e| Error::os(&name, &e))?)
     };

@@ -6,12 +6,19 @@ mod handle;
 
 use pyo3::prelude::*;
 
+/// Forgets the exec files kept for later opens (their mappings go when no handle uses them).
+#[pyfunction]
+fn clear_exec_cache() {
+    crate::symbols::cache::clear();
+}
+
 #[pymodule]
 #[pyo3(name = "_native")]
 fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<handle::Handle>()?;
     module.add_function(wrap_pyfunction!(handle::open_session, module)?)?;
     module.add_function(wrap_pyfunction!(handle::scan, module)?)?;
+    module.add_function(wrap_pyfunction!(clear_exec_cache, module)?)?;
     module.add("KVM_NO_FILES", crate::session::KVM_NO_FILES)?;
     module.add("PATH_MAX", crate::session::PATH_MAX)?;
     Ok(())

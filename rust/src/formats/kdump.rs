@@ -24,6 +24,8 @@ pub const DUMP_DH_COMPRESSED_SNAPPY: u32 = 0x4;
 pub const DUMP_DH_COMPRESSED_INCOMPLETE: u32 = 0x8;
 pub const DUMP_DH_COMPRESSED_ZSTD: u32 = 0x20;
 pub const PAGE_DESC_SIZE: u64 = 24;
+/// How many of the last page descriptors open reads to find where the page data ends.
+const TAIL_DESCRIPTORS: u64 = 256;
 
 const UTS_LEN: usize = 65;
 const UTSNAME_OFFSET: usize = 12;
@@ -263,7 +265,14 @@ pub fn parse(medium: &dyn Medium) -> Result<KdumpCore, CoreFault> {
         .into_owned();
     let machine_field = head.get(UTSNAME_OFFSET + 4 * UTS_LEN..UTSNAME_OFFSET + 5 * UTS_LEN);
     let machine = machine_field.map(c_string).unwrap_or_default();
-    if head.len() < 12 {
+    // The 32-bit layout is the shorter one: below it no layout can be judged.
+    let smallest = Abi {
+        big_endian: false,
+        wide: false,
+        llong_align8: false,
+    }
+    .header_size();
+    if head.len() < smallest {
         return Err(truncated("disk_dump_header"));
     }
     let abi = detect_abi(&head, &machine)?;
@@ -390,6 +399,15 @@ impl KdumpCore {
                 self.bitmap_blocks, self.max_mapnr
             )));
         }
+        // Producers size each half for max_mapnr, rounded up to whole blocks; a bitmap
+        // much larger than that is a bad header field, not a file cut short.
+        let needed_blocks = self.max_mapnr.div_ceil(8).div_ceil(self.block_size);
+        if self.bitmap_blocks > 2 * needed_blocks + 2 {
+            return Err(invalid(format!(
+                "bitmap of {} blocks does not fit max_mapnr {}",
+                self.bitmap_blocks, self.max_mapnr
+            )));
+        }
         let start = (1 + self.sub_hdr_size) * self.block_size;
         let Some(end) = start.checked_add(bitmap_len) else {
             return Err(invalid("bitmap outside the file".into()));
@@ -429,17 +447,28 @@ impl KdumpCore {
         if count == 0 {
             return Ok(());
         }
+        // The first descriptor, and the last few: page data is written in order, so the
+        // highest data offset is among the last descriptors (the last one alone may be the
+        // shared zero page at the start of the data).
         let first = exact(
             medium,
             self.descriptors_offset,
             PAGE_DESC_SIZE,
             "page descriptors",
         )?;
-        let last_at = self.descriptors_offset + (count - 1) * PAGE_DESC_SIZE;
-        let last = exact(medium, last_at, PAGE_DESC_SIZE, "page descriptors")?;
-        let table_end = last_at + PAGE_DESC_SIZE;
+        let tail_count = count.min(TAIL_DESCRIPTORS);
+        let tail_at = self.descriptors_offset + (count - tail_count) * PAGE_DESC_SIZE;
+        let tail = exact(
+            medium,
+            tail_at,
+            tail_count * PAGE_DESC_SIZE,
+            "page descriptors",
+        )?;
+        let table_end = tail_at + tail_count * PAGE_DESC_SIZE;
         let mut data_end = 0u64;
-        for raw in [&first, &last] {
+        for raw in
+            std::iter::once(first.as_slice()).chain(tail.chunks_exact(PAGE_DESC_SIZE as usize))
+        {
             let f = Fields::new(raw, self.abi.big_endian);
             let (Some(off), Some(size)) = (f.u64(0), f.u32(8)) else {
                 return Err(truncated("page descriptors"));

@@ -35,7 +35,7 @@ impl Key {
 /// Most recently used last.
 static CACHE: Mutex<Vec<(Key, Arc<ExecFile>)>> = Mutex::new(Vec::new());
 
-pub fn get(key: &Key, path: &str) -> Option<Arc<ExecFile>> {
+pub fn get(key: &Key, path: &[u8]) -> Option<Arc<ExecFile>> {
     let mut cache = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
     let at = cache
         .iter()

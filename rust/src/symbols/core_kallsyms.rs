@@ -57,7 +57,7 @@ pub fn decode(
     limit: Option<usize>,
 ) -> Result<Vec<CoreSymbol>, Error> {
     let bad = |what: &str| Error::Core {
-        path: String::new(),
+        path: Vec::new(),
         fault: crate::errors::CoreFault::Invalid(format!("kallsyms tables: {what}")),
     };
     let num_syms = le_u64(&read(tables.num_syms, 4)?);

@@ -96,7 +96,7 @@ pub struct ElfFacts {
 }
 
 pub struct ExecFile {
-    pub path: String,
+    pub path: Vec<u8>,
     pub format: ExecFormat,
     bytes: ExecBytes,
     elf: Option<elf::ElfSymtab>,
@@ -109,7 +109,11 @@ pub struct ExecFile {
 
 impl ExecFile {
     /// Recognises the format by content and validates it; builds no index.
-    pub fn parse(path: &str, bytes: ExecBytes, from_procfs: bool) -> Result<ExecFile, SymbolFault> {
+    pub fn parse(
+        path: &[u8],
+        bytes: ExecBytes,
+        from_procfs: bool,
+    ) -> Result<ExecFile, SymbolFault> {
         let data = bytes.as_slice();
         if data.is_empty() {
             return Err(SymbolFault::Empty);
@@ -121,7 +125,7 @@ impl ExecFile {
             (text::detect(data, from_procfs)?, None, ElfFacts::default())
         };
         Ok(ExecFile {
-            path: path.to_owned(),
+            path: path.to_vec(),
             format,
             bytes,
             elf,

@@ -191,9 +191,17 @@ class Kvm:
 
     def read(self, addr: int, size: int) -> bytes:
         """`size` bytes of kernel virtual memory at `addr`; raises KvmError (with `.address`
-        for an address the dump does not hold)."""
-        data, error = self._read_raw(addr, size)
+        for an address the dump does not hold). Holds the GIL below 64 KiB."""
+        # The hot path of every triage script: one Python frame, no helper calls.
+        try:
+            data, error = self._session.read(addr, size)
+        except KvmError as raised:
+            self._record(raised)
+            raise
+        except OverflowError:
+            raise ValueError(f"read of {size} bytes at {addr:#x}: out of range") from None
         if error is not None:
+            self._record(error)
             raise error
         return data
 

@@ -179,8 +179,18 @@ impl ExecFile {
 
     fn scan_for(&self, names: &[&str]) -> HashMap<String, Symbol> {
         let wanted: HashMap<&[u8], &str> = names.iter().map(|n| (n.as_bytes(), *n)).collect();
+        // Most symbols differ in length from every wanted name: skip them before hashing.
+        let mut lengths = [false; 256];
+        for name in names {
+            if let Some(slot) = lengths.get_mut(name.len()) {
+                *slot = true;
+            }
+        }
         let mut found: HashMap<String, Symbol> = HashMap::new();
         self.for_each(|name, _, sym| {
+            if !lengths.get(name.len()).copied().unwrap_or(true) {
+                return;
+            }
             if let Some(&key) = wanted.get(name) {
                 let keep = found
                     .get(key)

@@ -2,6 +2,8 @@
 
 from typing import Any, final
 
+__all__ = ["KVM_NO_FILES", "PATH_MAX", "Handle", "clear_exec_cache", "open_session", "scan"]
+
 KVM_NO_FILES: int
 PATH_MAX: int
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from . import _native, paths
-from ._handle import StrPath, _fspath
+from ._handle import StrPath, _CoreSymbols, _fspath
 
 
 @dataclass(frozen=True)
@@ -41,20 +41,21 @@ _FIELDS = {f.name for f in fields(ScanReport)}
 
 def scan(
     dumps: Iterable[StrPath],
-    execfile: StrPath | None = None,
+    execfile: StrPath | _CoreSymbols | None = None,
     threads: int | None = None,
 ) -> list[ScanReport]:
     """Opens and describes every dump, `threads` at a time (default: one per CPU), in Rust
     threads with the GIL released. One report per path, in order; a file that fails to open
     is a report with the libkvm message, never an exception. With no `execfile`, each dump
-    is its own symbol source (its kallsyms tables); with one, each dump must match it."""
+    is its own symbol source (its kallsyms tables), as with `CORE_SYMBOLS`; with one, each
+    dump must match it."""
     encoded = [_fspath(path, "path") or b"" for path in dumps]
     workers = threads if threads is not None else (os.cpu_count() or 1)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError("threads must be a positive int")
     raw = _native.scan(
         encoded,
-        _fspath(execfile, "execfile"),
+        None if isinstance(execfile, _CoreSymbols) else _fspath(execfile, "execfile"),
         workers,
         os.fsencode(paths._PATH_KSYMS),
         os.fsencode(paths._PATH_UNIX),

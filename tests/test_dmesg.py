@@ -1,0 +1,129 @@
+"""Kvm.dmesg() and `kvm-rs dmesg`: the kernel log decoded from every corpus dump must hold the
+guest's serial console's kernel lines, in order, line for line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import kvm_rs
+import pytest
+
+if TYPE_CHECKING:
+    from conftest import Corpus
+
+#: A kernel line as the console prints it: "[    0.000000] text".
+KERNEL_LINE = re.compile(r"\[ *\d+\.\d{6}\] ")
+PANIC_TRAILER = "---[ end Kernel panic - not syncing: sysrq triggered crash ]---"
+
+
+def kvm_rs_command() -> list[str]:
+    script = shutil.which("kvm-rs")
+    return [script] if script else [sys.executable, "-m", "kvm_rs"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*kvm_rs_command(), *args], capture_output=True, text=True, timeout=120)
+
+
+def console_kernel_lines(corpus: Corpus, dump_name: str) -> list[str]:
+    """The kernel lines of the serial console of the dump's boot (the log is CRLF)."""
+    path = corpus.path(f"{corpus.dump_truth(dump_name)['boot']}.console.log")
+    text = Path(path).read_bytes().decode("utf-8", "replace")
+    lines = [line for line in text.replace("\r\n", "\n").split("\n") if KERNEL_LINE.match(line)]
+    assert len(lines) > 300, f"{path}: too few kernel lines"
+    return lines
+
+
+def assert_ordered_subsequence(expected: list[str], got: list[str]) -> None:
+    """Every expected line occurs in `got`, exactly, in order (other lines may come between)."""
+    at = 0
+    for index, line in enumerate(expected):
+        try:
+            at = got.index(line, at) + 1
+        except ValueError:
+            why = "out of order" if line in got else "missing"
+            raise AssertionError(
+                f"console line {index} of {len(expected)} {why}: {line!r}"
+            ) from None
+
+
+def test_subsequence_helper_is_strict() -> None:
+    assert_ordered_subsequence(["a", "c"], ["a", "b", "c"])
+    with pytest.raises(AssertionError):
+        assert_ordered_subsequence(["c", "a"], ["a", "b", "c"])
+    with pytest.raises(AssertionError):
+        assert_ordered_subsequence(["a "], ["a"])
+
+
+@pytest.mark.parametrize("execfile", ["system.map", "core"])
+def test_api_dmesg_holds_the_console(corpus: Corpus, dump_name: str, execfile: str) -> None:
+    exec_arg = corpus.system_map if execfile == "system.map" else kvm_rs.CORE_SYMBOLS
+    with kvm_rs.Kvm(execfile=exec_arg, corefile=corpus.dump(dump_name)) as kd:
+        lines = kd.dmesg()
+    assert isinstance(lines, list)
+    assert all(isinstance(line, str) for line in lines)
+    assert_ordered_subsequence(console_kernel_lines(corpus, dump_name), lines)
+    assert all(KERNEL_LINE.match(line) for line in lines), "a line without a timestamp"
+    assert any(line.endswith(f"] {PANIC_TRAILER}") for line in lines)
+
+
+def test_api_dmesg_is_the_same_with_every_exec_file(corpus: Corpus) -> None:
+    dump = corpus.dump("boot-kaslr.mdf-d31-snappy.kdump")
+    logs = []
+    for execfile in (corpus.system_map, corpus.vmlinux, kvm_rs.CORE_SYMBOLS):
+        with kvm_rs.Kvm(execfile=execfile, corefile=dump) as kd:
+            logs.append(kd.dmesg())
+    assert logs[0] == logs[1] == logs[2]
+
+
+def test_dmesg_on_closed_handle_raises(corpus: Corpus) -> None:
+    kd = kvm_rs.Kvm(execfile=corpus.system_map, corefile=corpus.dump(corpus.dumps[0]))
+    kd.close()
+    with pytest.raises(kvm_rs.KvmError):
+        kd.dmesg()
+
+
+def test_cli_dmesg_holds_the_console(corpus: Corpus, dump_name: str) -> None:
+    result = run("dmesg", "-M", str(corpus.dump(dump_name)), "-N", str(corpus.system_map))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.endswith("\n")
+    lines = result.stdout.split("\n")[:-1]
+    assert_ordered_subsequence(console_kernel_lines(corpus, dump_name), lines)
+    assert any(line.endswith(f"] {PANIC_TRAILER}") for line in lines)
+
+
+def test_cli_dmesg_json(corpus: Corpus, dump_name: str) -> None:
+    dump = corpus.dump(dump_name)
+    result = run("dmesg", "-M", str(dump), "-N", str(corpus.system_map), "--json")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert records
+    assert all(set(record) == {"line"} for record in records)
+    lines = [record["line"] for record in records]
+    assert_ordered_subsequence(console_kernel_lines(corpus, dump_name), lines)
+    with kvm_rs.Kvm(execfile=corpus.system_map, corefile=dump) as kd:
+        assert lines == kd.dmesg()
+
+
+def test_cli_dmesg_with_core_symbols(corpus: Corpus) -> None:
+    name = "boot-kaslr.mdf-d31-snappy.kdump"
+    result = run("dmesg", "-M", str(corpus.dump(name)), "-N", "core")
+    assert result.returncode == 0, result.stderr
+    assert_ordered_subsequence(console_kernel_lines(corpus, name), result.stdout.split("\n"))
+
+
+def test_cli_dmesg_bad_core(corpus: Corpus, tmp_path: Path) -> None:
+    bad = tmp_path / "notes.txt"
+    bad.write_text("this is a text file\n")
+    result = run("dmesg", "-M", str(bad), "-N", str(corpus.system_map))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert f"{bad}: not a kernel core file" in result.stderr

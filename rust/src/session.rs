@@ -200,9 +200,21 @@ impl Session {
         };
         let core =
             formats::open_core(medium, origin).map_err(|fault| Error::core(&core_name, fault))?;
+        Session::assemble(exec, core, core_name, access, Some(core_file), swap_file)
+    }
+
+    /// Step 8's identity check, and the handle: symbols, core, translator.
+    fn assemble(
+        exec: Option<Arc<ExecFile>>,
+        core: Core,
+        core_path: Vec<u8>,
+        access: i32,
+        core_file: Option<File>,
+        swap_file: Option<File>,
+    ) -> Result<Session> {
         let (symbols, identity, link_time) = match exec {
             Some(exec) => {
-                let identity = identity::check(&exec, &core, &core_name)?;
+                let identity = identity::check(&exec, &core, &core_path)?;
                 let link_time = exec.format.is_link_time();
                 (Symbols::File(exec), identity, link_time)
             }
@@ -217,11 +229,11 @@ impl Session {
         let session = Session {
             symbols,
             core: Some(core),
-            core_path: core_name,
+            core_path,
             identity: Some(identity),
             translator,
             access,
-            _core_file: Some(core_file),
+            _core_file: core_file,
             _swap_file: swap_file,
         };
         if thin {
@@ -713,4 +725,96 @@ fn open_exec(req: &OpenRequest) -> Result<Arc<ExecFile>> {
         exec_cache::put(key, Arc::clone(&exec));
     }
     Ok(exec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const DIRECT_MAP: u64 = 0xffff_8880_0010_0000;
+
+    /// A /proc/kcore-shaped ELF: a VMCOREINFO note and one PT_LOAD at a direct-map address.
+    fn kcore_image(data: &[u8]) -> Vec<u8> {
+        let desc = b"OSRELEASE=6.1.0-test\nPAGESIZE=4096\n";
+        let mut note = Vec::new();
+        note.extend_from_slice(&11u32.to_le_bytes());
+        note.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+        note.extend_from_slice(&0u32.to_le_bytes());
+        note.extend_from_slice(b"VMCOREINFO\0\0");
+        note.extend_from_slice(desc);
+        while note.len() % 4 != 0 {
+            note.push(0);
+        }
+        let note_at = 64 + 2 * 56u64;
+        let data_at = 0x1000u64;
+        let mut out = Vec::new();
+        out.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+        out.extend_from_slice(&4u16.to_le_bytes()); // ET_CORE
+        out.extend_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&0u64.to_le_bytes()); // e_entry
+        out.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
+        out.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+        out.extend_from_slice(&0u32.to_le_bytes());
+        for half in [64u16, 56, 2, 64, 0, 0] {
+            out.extend_from_slice(&half.to_le_bytes());
+        }
+        let phdr =
+            |out: &mut Vec<u8>, p_type: u32, offset: u64, vaddr: u64, paddr: u64, size: u64| {
+                out.extend_from_slice(&p_type.to_le_bytes());
+                out.extend_from_slice(&7u32.to_le_bytes());
+                for field in [offset, vaddr, paddr, size, size, 0x1000] {
+                    out.extend_from_slice(&field.to_le_bytes());
+                }
+            };
+        phdr(&mut out, 4, note_at, 0, 0, note.len() as u64);
+        phdr(
+            &mut out,
+            1,
+            data_at,
+            DIRECT_MAP,
+            0x10_0000,
+            data.len() as u64,
+        );
+        out.extend_from_slice(&note);
+        out.resize(data_at as usize, 0);
+        out.extend_from_slice(data);
+        out
+    }
+
+    #[test]
+    fn live_kcore_reads_through_pread() {
+        let data: Vec<u8> = (0..0x2000u32).map(|i| (i * 7 % 256) as u8).collect();
+        let path = std::env::temp_dir().join(format!("kvm-rs-kcore-{}", std::process::id()));
+        File::create(&path)
+            .unwrap()
+            .write_all(&kcore_image(&data))
+            .unwrap();
+        let file = File::open(&path).unwrap();
+        // What Session::open does for a regular file on procfs: pread, never mmap.
+        let medium: Arc<dyn Medium> = Arc::new(PreadFile::new(file, u64::MAX));
+        let core = formats::open_core(medium, Origin::Procfs).unwrap();
+        assert_eq!((core.format, core.live), ("kcore", true));
+        let session = Session::assemble(
+            None,
+            core,
+            b"/proc/kcore".to_vec(),
+            libc::O_RDONLY,
+            None,
+            None,
+        )
+        .unwrap();
+        let (bytes, error) = session.read(DIRECT_MAP + 0xff8, 16);
+        assert_eq!(error, None);
+        assert_eq!(bytes, data[0xff8..0x1008]);
+        let (bytes, error) = session.read(DIRECT_MAP + 0x1ff8, 16);
+        assert_eq!(bytes, data[0x1ff8..]);
+        assert_eq!(error, Some(Error::InvalidAddress(DIRECT_MAP + 0x2000)));
+        assert_eq!(
+            session.info().unwrap().osrelease.as_deref(),
+            Some("6.1.0-test")
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
 }

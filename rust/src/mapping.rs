@@ -42,16 +42,19 @@ pub struct MappedFile {
 }
 
 impl MappedFile {
-    /// Maps `file` and keeps a descriptor of its own for `copy_at`.
-    pub fn new(file: &File) -> io::Result<MappedFile> {
-        let mut mapped = MappedFile::map_only(file)?;
-        mapped.file = Some(file.try_clone()?);
+    /// Maps `file` (of `len` bytes, from the caller's fstat) and keeps it for `copy_at`.
+    pub fn with_file(file: File, len: u64) -> io::Result<MappedFile> {
+        let mut mapped = MappedFile::map(&file, len)?;
+        mapped.file = Some(file);
         Ok(mapped)
     }
 
     /// Maps `file`; the mapping holds no descriptor.
     pub fn map_only(file: &File) -> io::Result<MappedFile> {
-        let len = file.metadata()?.len();
+        MappedFile::map(file, file.metadata()?.len())
+    }
+
+    fn map(file: &File, len: u64) -> io::Result<MappedFile> {
         if len == 0 {
             return Ok(MappedFile {
                 map: None,

@@ -108,7 +108,10 @@ fn open_with(path: &[u8], access: i32) -> io::Result<File> {
 
 /// Is this file on procfs (/proc/kcore, /proc/kallsyms)?
 fn on_procfs(meta: &fs::Metadata) -> bool {
-    fs::metadata("/proc").is_ok_and(|proc_meta| proc_meta.dev() == meta.dev())
+    // The device of /proc, asked once per process: procfs is mounted before any dump is.
+    static PROC_DEV: OnceLock<Option<u64>> = OnceLock::new();
+    let proc_dev = PROC_DEV.get_or_init(|| fs::metadata("/proc").ok().map(|m| m.dev()));
+    *proc_dev == Some(meta.dev())
 }
 
 impl Session {
@@ -192,9 +195,9 @@ impl Session {
                 .map_err(|e| Error::os(&core_name, &e))?
         };
         let medium: Arc<dyn Medium> = match origin {
-            Origin::Dump => {
-                Arc::new(MappedFile::new(&reader).map_err(|e| Error::os(&core_name, &e))?)
-            }
+            Origin::Dump => Arc::new(
+                MappedFile::with_file(reader, meta.len()).map_err(|e| Error::os(&core_name, &e))?,
+            ),
             Origin::Procfs => Arc::new(PreadFile::new(reader, u64::MAX)),
             Origin::DevMem => Arc::new(PreadFile::new(reader, u64::MAX)),
         };
@@ -457,7 +460,10 @@ impl Session {
             pgtable_levels,
             live: core.live,
             truncated: core.truncated,
-            vmcoreinfo: vmcoreinfo.entries().to_vec(),
+            vmcoreinfo: vmcoreinfo
+                .entries()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
             exec_format: match &self.symbols {
                 Symbols::None => None,
                 Symbols::File(exec) => Some(exec.format.name()),
@@ -689,6 +695,14 @@ fn open_exec(req: &OpenRequest) -> Result<Arc<ExecFile>> {
         None => (req.path_unix.as_slice(), req.path_unix.as_slice()),
     };
     let name = path.to_vec();
+    // A stat is enough to find a cached exec file (its key has ctime: a chmod misses).
+    if let Ok(meta) = fs::metadata(as_path(path)) {
+        if meta.is_file() {
+            if let Some(exec) = exec_cache::get(&exec_cache::Key::of(&meta), &name) {
+                return Ok(exec);
+            }
+        }
+    }
     let file = open_with(path, libc::O_RDONLY).map_err(|e| Error::os(blame, &e))?;
     let meta = file.metadata().map_err(|e| Error::os(&name, &e))?;
     if meta.is_dir() {
@@ -708,11 +722,6 @@ fn open_exec(req: &OpenRequest) -> Result<Arc<ExecFile>> {
     // procfs files (kallsyms) change under the same inode: never cached.
     let cacheable = !procfs && meta.is_file() && meta.len() > 0;
     let key = exec_cache::Key::of(&meta);
-    if cacheable {
-        if let Some(exec) = exec_cache::get(&key, &name) {
-            return Ok(exec);
-        }
-    }
     let bytes = if cacheable {
         ExecBytes::Mapped(MappedFile::map_only(&file).map_err(|e| Error::os(&name, &e))?)
     } else {

@@ -432,12 +432,17 @@ impl KdumpCore {
             .flatten()
             .ok_or_else(|| truncated("bitmap"))?;
         let full_bytes = (self.max_mapnr / 8) as usize;
-        let mut count: u64 = bitmap
-            .get(..full_bytes)
-            .unwrap_or(&[])
+        let counted = bitmap.get(..full_bytes).unwrap_or(&[]);
+        let mut words = counted.chunks_exact(8);
+        let mut count: u64 = words
+            .by_ref()
+            .map(|w| u64::from(u64::from_le_bytes(w.try_into().unwrap_or([0; 8])).count_ones()))
+            .sum();
+        count += words
+            .remainder()
             .iter()
             .map(|b| u64::from(b.count_ones()))
-            .sum();
+            .sum::<u64>();
         let tail_bits = self.max_mapnr % 8;
         if tail_bits != 0 {
             let last = bitmap.get(full_bytes).copied().unwrap_or(0);

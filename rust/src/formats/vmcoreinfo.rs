@@ -4,10 +4,16 @@
 //! without `0x`; `NUMBER(...)` is signed decimal (or `0x` hex); `PAGESIZE`, `SIZE(...)`,
 //! `OFFSET(...)` and `LENGTH(...)` are decimal.
 
-/// The raw lines, in the order the kernel wrote them (order matters for error reports).
+use std::ops::Range;
+
+/// The text as the kernel wrote it, its lines as (key, value) ranges in file order (order
+/// matters for error reports), and their indices sorted by key for lookups. Open reads
+/// VMCOREINFO from every dump, so parsing allocates three times, whatever the line count.
 #[derive(Debug, Clone, Default)]
 pub struct VmcoreInfo {
-    entries: Vec<(String, String)>,
+    text: String,
+    lines: Vec<(Range<usize>, Range<usize>)>,
+    by_key: Vec<usize>,
 }
 
 /// More text than any kernel writes (the kernel's buffer is one page); bounds hostile input.
@@ -16,39 +22,96 @@ pub const MAX_VMCOREINFO: usize = 1 << 20;
 impl VmcoreInfo {
     pub fn parse(text: &[u8]) -> VmcoreInfo {
         let text = text.split(|&b| b == 0).next().unwrap_or(&[]);
-        let entries = String::from_utf8_lossy(text)
-            .lines()
-            .filter_map(|line| {
-                let (key, value) = line.split_once('=')?;
-                let key = key.trim();
-                (!key.is_empty()).then(|| (key.to_owned(), value.trim().to_owned()))
-            })
+        VmcoreInfo::index(String::from_utf8_lossy(text).into_owned())
+    }
+
+    fn index(text: String) -> VmcoreInfo {
+        let mut lines = Vec::new();
+        let mut at = 0usize;
+        for line in text.split_inclusive('\n') {
+            if let Some(eq) = line.find('=') {
+                let raw_key = line.get(..eq).unwrap_or("");
+                let key = trimmed(raw_key, at);
+                let value = trimmed(line.get(eq + 1..).unwrap_or(""), at + eq + 1);
+                if !key.is_empty() {
+                    lines.push((key, value));
+                }
+            }
+            at += line.len();
+        }
+        let mut info = VmcoreInfo {
+            text,
+            lines,
+            by_key: Vec::new(),
+        };
+        // A key written twice keeps its first value, as the kernel's readers do.
+        let mut order: Vec<usize> = (0..info.lines.len()).collect();
+        order.sort_by(|&a, &b| info.key(a).cmp(info.key(b)).then(a.cmp(&b)));
+        order.dedup_by(|later, first| info.key(*later) == info.key(*first));
+        let mut kept = order.clone();
+        kept.sort_unstable();
+        info.lines = kept
+            .iter()
+            .filter_map(|&i| info.lines.get(i).cloned())
             .collect();
-        VmcoreInfo { entries }
+        info.by_key = (0..info.lines.len()).collect();
+        let lines = &info.lines;
+        let text = &info.text;
+        info.by_key.sort_by(|&a, &b| {
+            let key = |i: usize| {
+                lines
+                    .get(i)
+                    .and_then(|(k, _)| text.get(k.clone()))
+                    .unwrap_or("")
+            };
+            key(a).cmp(key(b))
+        });
+        info
+    }
+
+    fn key(&self, line: usize) -> &str {
+        self.lines
+            .get(line)
+            .and_then(|(k, _)| self.text.get(k.clone()))
+            .unwrap_or("")
+    }
+
+    fn value(&self, line: usize) -> &str {
+        self.lines
+            .get(line)
+            .and_then(|(_, v)| self.text.get(v.clone()))
+            .unwrap_or("")
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.lines.is_empty()
     }
 
-    /// Adds the keys of `other` that this one lacks (the second source of VMCOREINFO).
+    /// Adds the keys of `other` that this one lacks (the second source of VMCOREINFO; it
+    /// usually holds the same text, which costs nothing).
     pub fn merge(&mut self, other: VmcoreInfo) {
-        for (key, value) in other.entries {
-            if self.get(&key).is_none() {
-                self.entries.push((key, value));
-            }
+        if other.text == self.text || other.is_empty() {
+            return;
         }
+        let mut text = std::mem::take(&mut self.text);
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&other.text);
+        *self = VmcoreInfo::index(text);
     }
 
-    pub fn entries(&self) -> &[(String, String)] {
-        &self.entries
+    /// `(key, value)` in the order the kernel wrote them.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        (0..self.lines.len()).map(|i| (self.key(i), self.value(i)))
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        let at = self
+            .by_key
+            .binary_search_by(|&i| self.key(i).cmp(key))
+            .ok()?;
+        Some(self.value(*self.by_key.get(at)?))
     }
 
     pub fn osrelease(&self) -> Option<&str> {
@@ -77,11 +140,17 @@ impl VmcoreInfo {
 
     /// `SYMBOL(name)` lines with their values, in file order.
     pub fn symbols(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.entries.iter().filter_map(|(key, value)| {
+        self.entries().filter_map(|(key, value)| {
             let name = key.strip_prefix("SYMBOL(")?.strip_suffix(')')?;
             Some((name, parse_hex(value)?))
         })
     }
+}
+
+/// The range of `text` (found at `offset`) without surrounding white space.
+fn trimmed(text: &str, offset: usize) -> Range<usize> {
+    let start = offset + (text.len() - text.trim_start().len());
+    start..start + text.trim().len()
 }
 
 pub fn parse_hex(text: &str) -> Option<u64> {
@@ -123,7 +192,8 @@ mod tests {
         assert_eq!(info.symbol("_stext"), Some(0xffff_ffff_a840_0000));
         assert_eq!(info.number("phys_base"), Some(-511_705_088));
         assert_eq!(info.number("sme_mask"), Some(16));
-        assert_eq!(info.entries().len(), 6);
+        assert_eq!(info.entries().count(), 6);
+        assert_eq!(VmcoreInfo::parse(b"K=1\nK=2\n").get("K"), Some("1"));
     }
 
     #[test]

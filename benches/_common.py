@@ -1,7 +1,8 @@
 """Shared helpers for the kvm_rs benchmark scripts (bench-only; never imported by kvm_rs).
 
 Corpus location, truth.json loading, a perf_counter_ns timing helper, markdown tables, the
-optional peers (drgn, libkdumpfile) and a description of the machine and versions.
+optional peers (drgn, libkdumpfile), the readers the open and read benchmarks time (kvm_rs
+and the peers behind one interface) and a description of the machine and versions.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Optional
+
+import kvm_rs
 
 REPO = Path(__file__).resolve().parents[1]
 UNPACK = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "unpack.py"
@@ -350,6 +354,217 @@ def _dist_version(name: str) -> str | None:
 def short_error(error: BaseException, limit: int = 300) -> str:
     text = f"{type(error).__name__}: {error}".replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- readers --------------------------------------------------------------------------------
+
+BLOCK = 4096
+WORD = 8
+SEED = 20261126
+
+Setup = Optional[Callable[[], Any]]
+
+
+@dataclass
+class Reader:
+    """How one reader opens a dump and reads kernel virtual memory."""
+
+    name: str
+    open: Callable[[], Any]  # -> handle
+    read: Callable[[Any, int, int], bytes]  # (handle, addr, size) -> bytes
+    close: Callable[[Any], None]
+    bind: Callable[[Any], Callable[[int, int], Any]]  # handle -> read(addr, size), for loops
+
+
+def kvm_reader(label: str, execfile: Any, corefile: str) -> Reader:
+    """`kvm_rs.Kvm(execfile, corefile)`, `.read(addr, size)`, `.close()`."""
+    return Reader(
+        name=f"kvm_rs {label}",
+        open=lambda: kvm_rs.Kvm(execfile=execfile, corefile=corefile),
+        read=lambda h, addr, size: h.read(addr, size),
+        close=lambda h: h.close(),
+        bind=lambda h: h.read,
+    )
+
+
+def drgn_reader(drgn: Any, corefile: str) -> Reader:
+    """`prog = drgn.Program(); prog.set_core_dump(path)`, `prog.read(addr, size)`."""
+
+    def open_() -> Any:
+        prog = drgn.Program()
+        prog.set_core_dump(corefile)
+        return prog
+
+    return Reader(
+        name="drgn",
+        open=open_,
+        read=lambda prog, addr, size: prog.read(addr, size),
+        close=lambda prog: None,
+        bind=lambda prog: prog.read,
+    )
+
+
+def kdumpfile_reader(module: Any, corefile: str) -> Reader:
+    """`kdumpfile(path)`, `attr['addrxlat.ostype'] = 'linux'` (needed before a kernel-virtual
+    read), `read(KDUMP_KVADDR, addr, size)`."""
+    kvaddr = module.KDUMP_KVADDR
+
+    def open_() -> Any:
+        dump = module.kdumpfile(corefile)
+        dump.attr["addrxlat.ostype"] = "linux"
+        return dump
+
+    def bind(dump: Any) -> Callable[[int, int], Any]:
+        read = dump.read
+        return lambda addr, size: read(kvaddr, addr, size)
+
+    return Reader(
+        name="libkdumpfile",
+        open=open_,
+        read=lambda dump, addr, size: bytes(dump.read(kvaddr, addr, size)),
+        close=lambda dump: None,
+        bind=bind,
+    )
+
+
+def open_close(reader: Reader) -> Callable[[Any], object]:
+    """A `measure` run: open then close (the peers' handles are simply dropped)."""
+
+    def run(_: Any) -> None:
+        reader.close(reader.open())
+
+    return run
+
+
+def bench(
+    run: Callable[[Any], object],
+    setup: Setup,
+    runs: int,
+    warmup: int,
+    teardown: Callable[[Any], object] | None = None,
+) -> Cell:
+    """Timings of `run`, or the failure of its first try."""
+    try:
+        run(setup() if setup is not None else None)
+    except Exception as error:
+        return None, short_error(error)
+    return measure(run, runs, warmup=warmup, setup=setup, teardown=teardown), None
+
+
+def collect_young(_: Any = None) -> None:
+    """An untimed `teardown`: frees the reference cycles the run just made (drgn's Program
+    is one) that the garbage collector, off while timing, would otherwise keep, so every
+    run finds the memory a long-running process with the collector on would reuse."""
+    gc.collect(0)
+
+
+def verify(reader: Reader, dump: Dump) -> str | None:
+    """None if the reader opens the dump and reads truth's bytes at every symbol."""
+    try:
+        handle = reader.open()
+    except Exception as error:
+        return short_error(error)
+    try:
+        bad = []
+        for sym, addr in dump.symbols.items():
+            want = dump.expected.get(sym)
+            if want is None:
+                continue
+            got = bytes(reader.read(handle, addr, len(want)))
+            if got != want:
+                bad.append(sym)
+        banner = bytes(reader.read(handle, dump.banner, BLOCK))
+        if banner[: len(dump.expected["linux_banner"])] != dump.expected["linux_banner"]:
+            bad.append("linux_banner (4 KiB)")
+        return f"wrong bytes at {', '.join(bad)}" if bad else None
+    except Exception as error:
+        return short_error(error)
+    finally:
+        reader.close(handle)
+
+
+@dataclass
+class BlockResult:
+    """A 4 KiB read on fresh handles: the first read, the same read again, open + first."""
+
+    cold: Cell
+    warm: Cell
+    open_cold: Cell
+
+    @classmethod
+    def failed(cls, cell: Cell) -> BlockResult:
+        return cls(cell, cell, cell)
+
+
+def bench_block(
+    reader: Reader, addr: int, runs: int, warmup: int, collect: bool = False
+) -> BlockResult:
+    """Fresh handle per run: open, first read, same read again, close (untimed; then
+    `collect_young` if `collect`)."""
+    cold: list[int] = []
+    warm: list[int] = []
+    open_cold: list[int] = []
+    clock = time.perf_counter_ns
+    gc.disable()
+    try:
+        for i in range(warmup + runs):
+            t0 = clock()
+            handle = reader.open()
+            t1 = clock()
+            reader.read(handle, addr, BLOCK)
+            t2 = clock()
+            reader.read(handle, addr, BLOCK)
+            t3 = clock()
+            reader.close(handle)
+            del handle
+            if collect:
+                collect_young()
+            if i >= warmup:
+                open_cold.append(t2 - t0)
+                cold.append(t2 - t1)
+                warm.append(t3 - t2)
+    finally:
+        gc.enable()
+    return BlockResult((Stats.of(cold), None), (Stats.of(warm), None), (Stats.of(open_cold), None))
+
+
+def random_addrs(dump: Dump, count: int, seed: int = SEED) -> list[int]:
+    """`count` runtime addresses of the truth symbols, in a seeded random order."""
+    rng = random.Random(seed)
+    names = sorted(dump.symbols)
+    return [dump.symbols[name] for name in rng.choices(names, k=count)]
+
+
+def bench_words(
+    reader: Reader,
+    addrs: list[int],
+    reps: int,
+    warmup: int,
+    collect: bool = False,
+    size: int = WORD,
+) -> Cell:
+    """Total time of len(addrs) reads of `size` bytes on a fresh handle (open untimed;
+    then `collect_young` if `collect`)."""
+    samples: list[int] = []
+    clock = time.perf_counter_ns
+    gc.disable()
+    try:
+        for i in range(warmup + reps):
+            handle = reader.open()
+            read = reader.bind(handle)
+            t0 = clock()
+            for addr in addrs:
+                read(addr, size)
+            t1 = clock()
+            reader.close(handle)
+            del handle, read
+            if collect:
+                collect_young()
+            if i >= warmup:
+                samples.append(t1 - t0)
+    finally:
+        gc.enable()
+    return Stats.of(samples), None
 
 
 # -- machine ----------------------------------------------------------------------------------

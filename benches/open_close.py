@@ -29,21 +29,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import _common as c
 import kvm_rs
-
-Setup = Optional[Callable[[], Any]]
-
-
-def bench(run: Callable[[Any], object], setup: Setup, runs: int, warmup: int) -> c.Cell:
-    """Timings of `run`, or the failure of its first try."""
-    try:
-        run(setup() if setup is not None else None)
-    except Exception as error:
-        return None, c.short_error(error)
-    return c.measure(run, runs, warmup=warmup, setup=setup), None
 
 
 def kvm_open_close(execfile: Any, corefile: Path) -> Callable[[Any], object]:
@@ -66,28 +55,6 @@ def kvm_open_nlist_close(execfile: Any, corefile: Path) -> Callable[[Any], objec
                 raise RuntimeError("nlist: linux_banner not found")
         finally:
             handle.close()
-
-    return run
-
-
-def drgn_open(drgn: Any, corefile: Path) -> Callable[[Any], object]:
-    core = str(corefile)
-
-    def run(_: Any) -> None:
-        prog = drgn.Program()
-        prog.set_core_dump(core)
-        del prog
-
-    return run
-
-
-def kdumpfile_open(module: Any, corefile: Path) -> Callable[[Any], object]:
-    core = str(corefile)
-
-    def run(_: Any) -> None:
-        dump = module.kdumpfile(core)
-        dump.attr["addrxlat.ostype"] = "linux"
-        del dump
 
     return run
 
@@ -120,7 +87,7 @@ def main() -> int:
 
     execs = {label: folder / name for name, label in c.EXEC_LABELS.items()}
     fresh = {label: c.FreshNames(path) for label, path in execs.items()}
-    variants: list[tuple[str, Any, Setup]] = []
+    variants: list[tuple[str, Any, c.Setup]] = []
     for label, path in execs.items():
         variants.append((f"+{label} parse", None, fresh[label].next))
         variants.append((f"+{label} cached", str(path), None))
@@ -131,14 +98,17 @@ def main() -> int:
         print(f"... {dump.name}", file=sys.stderr, flush=True)
         row: dict[str, c.Cell] = {}
         for key, execfile, setup in variants:
-            row[key] = bench(kvm_open_close(execfile, dump.path), setup, runs, warmup)
+            row[key] = c.bench(kvm_open_close(execfile, dump.path), setup, runs, warmup)
+        core = str(dump.path)
         if have_drgn:
-            row["drgn"] = bench(drgn_open(drgn.module, dump.path), None, runs, warmup)
+            reader = c.drgn_reader(drgn.module, core)
+            row["drgn"] = c.bench(c.open_close(reader), None, runs, warmup)
         if have_lkf:
-            row["libkdumpfile"] = bench(kdumpfile_open(lkf.module, dump.path), None, runs, warmup)
+            reader = c.kdumpfile_reader(lkf.module, core)
+            row["libkdumpfile"] = c.bench(c.open_close(reader), None, runs, warmup)
         for key, execfile, setup in variants[:4]:
             run = kvm_open_nlist_close(execfile, dump.path)
-            row[f"nlist {key}"] = bench(run, setup, runs, warmup)
+            row[f"nlist {key}"] = c.bench(run, setup, runs, warmup)
         results[dump.name] = row
     for names in fresh.values():
         names.close()

@@ -22,173 +22,24 @@ that cannot open a dump or reads wrong bytes shows FAIL. Nothing is written to d
 
 from __future__ import annotations
 
-import gc
-import random
 import sys
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import _common as c
 import kvm_rs
 
-BLOCK = 4096
-WORD = 8
-SEED = 20261126
 BASE = "kvm_rs +System.map"
 
 
-@dataclass
-class Reader:
-    """How one reader opens a dump and reads kernel virtual memory."""
-
-    name: str
-    open: Callable[[], Any]  # -> handle
-    read: Callable[[Any, int, int], bytes]  # (handle, addr, size) -> bytes
-    close: Callable[[Any], None]
-    bind: Callable[[Any], Callable[[int, int], Any]]  # handle -> read(addr, size), for loops
-
-
-def kvm_reader(label: str, execfile: Any, corefile: str) -> Reader:
-    return Reader(
-        name=f"kvm_rs {label}",
-        open=lambda: kvm_rs.Kvm(execfile=execfile, corefile=corefile),
-        read=lambda h, addr, size: h.read(addr, size),
-        close=lambda h: h.close(),
-        bind=lambda h: h.read,
-    )
-
-
-def native_reader(reader: Reader) -> Reader:
+def native_reader(reader: c.Reader) -> c.Reader:
     """The same kvm_rs handle, read through the native method `Kvm.read` wraps (private;
     returns (bytes, error)): the difference is the Python wrapper's cost per call."""
-    return Reader(
+    return c.Reader(
         name=f"{reader.name} native",
         open=reader.open,
         read=lambda h, addr, size: h._session.read(addr, size)[0],
         close=reader.close,
         bind=lambda h: h._session.read,
     )
-
-
-def drgn_reader(drgn: Any, corefile: str) -> Reader:
-    def open_() -> Any:
-        prog = drgn.Program()
-        prog.set_core_dump(corefile)
-        return prog
-
-    return Reader(
-        name="drgn",
-        open=open_,
-        read=lambda prog, addr, size: prog.read(addr, size),
-        close=lambda prog: None,
-        bind=lambda prog: prog.read,
-    )
-
-
-def kdumpfile_reader(module: Any, corefile: str) -> Reader:
-    kvaddr = module.KDUMP_KVADDR
-
-    def open_() -> Any:
-        dump = module.kdumpfile(corefile)
-        dump.attr["addrxlat.ostype"] = "linux"
-        return dump
-
-    def bind(dump: Any) -> Callable[[int, int], Any]:
-        read = dump.read
-        return lambda addr, size: read(kvaddr, addr, size)
-
-    return Reader(
-        name="libkdumpfile",
-        open=open_,
-        read=lambda dump, addr, size: bytes(dump.read(kvaddr, addr, size)),
-        close=lambda dump: None,
-        bind=bind,
-    )
-
-
-@dataclass
-class BlockResult:
-    cold: c.Cell
-    warm: c.Cell
-    open_cold: c.Cell
-
-
-def verify(reader: Reader, dump: c.Dump) -> str | None:
-    """None if the reader opens the dump and reads truth's bytes at every symbol."""
-    try:
-        handle = reader.open()
-    except Exception as error:
-        return c.short_error(error)
-    try:
-        bad = []
-        for sym, addr in dump.symbols.items():
-            want = dump.expected.get(sym)
-            if want is None:
-                continue
-            got = bytes(reader.read(handle, addr, len(want)))
-            if got != want:
-                bad.append(sym)
-        banner = bytes(reader.read(handle, dump.banner, BLOCK))
-        if banner[: len(dump.expected["linux_banner"])] != dump.expected["linux_banner"]:
-            bad.append("linux_banner (4 KiB)")
-        return f"wrong bytes at {', '.join(bad)}" if bad else None
-    except Exception as error:
-        return c.short_error(error)
-    finally:
-        reader.close(handle)
-
-
-def bench_block(reader: Reader, addr: int, runs: int, warmup: int) -> BlockResult:
-    """Fresh handle per run: open, first read, same read again, close (untimed)."""
-    cold: list[int] = []
-    warm: list[int] = []
-    open_cold: list[int] = []
-    clock = time.perf_counter_ns
-    gc.disable()
-    try:
-        for i in range(warmup + runs):
-            t0 = clock()
-            handle = reader.open()
-            t1 = clock()
-            reader.read(handle, addr, BLOCK)
-            t2 = clock()
-            reader.read(handle, addr, BLOCK)
-            t3 = clock()
-            reader.close(handle)
-            del handle
-            if i >= warmup:
-                open_cold.append(t2 - t0)
-                cold.append(t2 - t1)
-                warm.append(t3 - t2)
-    finally:
-        gc.enable()
-    return BlockResult(
-        (c.Stats.of(cold), None), (c.Stats.of(warm), None), (c.Stats.of(open_cold), None)
-    )
-
-
-def bench_words(reader: Reader, addrs: list[int], reps: int, warmup: int) -> c.Cell:
-    """Total time of len(addrs) 8-byte reads on a fresh handle (open untimed)."""
-    samples: list[int] = []
-    clock = time.perf_counter_ns
-    gc.disable()
-    try:
-        for i in range(warmup + reps):
-            handle = reader.open()
-            read = reader.bind(handle)
-            t0 = clock()
-            for addr in addrs:
-                read(addr, WORD)
-            t1 = clock()
-            reader.close(handle)
-            del handle, read
-            if i >= warmup:
-                samples.append(t1 - t0)
-    finally:
-        gc.enable()
-    return c.Stats.of(samples), None
 
 
 def main() -> int:
@@ -213,7 +64,7 @@ def main() -> int:
         [
             f"corpus: {folder} ({len(dumps)} dumps)",
             f"4 KiB at linux_banner: median of {runs} fresh handles after {warmup} warm-up(s)",
-            f"random reads: {args.reads:,} x 8 bytes at the truth symbols (seed {SEED}), "
+            f"random reads: {args.reads:,} x 8 bytes at the truth symbols (seed {c.SEED}), "
             f"median of {word_reps} fresh handle(s) after {warmup} warm-up(s)",
             "page cache warm; GC off; kvm_rs exec file already parsed (per-process cache)",
             "native per read: kvm_rs's private `Kvm._session.read` (no Python wrapper)",
@@ -221,40 +72,38 @@ def main() -> int:
     )
 
     exec_paths = {label: str(folder / name) for name, label in c.EXEC_LABELS.items()}
-    block: dict[str, dict[str, BlockResult]] = {}
+    block: dict[str, dict[str, c.BlockResult]] = {}
     words: dict[str, dict[str, c.Cell]] = {}
     failures: list[str] = []
     order: list[str] = []
     for dump in dumps:
         print(f"... {dump.name}", file=sys.stderr, flush=True)
         core = str(dump.path)
-        readers = [kvm_reader(f"+{label}", path, core) for label, path in exec_paths.items()]
-        readers.append(kvm_reader("core only", kvm_rs.CORE_SYMBOLS, core))
+        readers = [c.kvm_reader(f"+{label}", path, core) for label, path in exec_paths.items()]
+        readers.append(c.kvm_reader("core only", kvm_rs.CORE_SYMBOLS, core))
         if drgn.module is not None:
-            readers.append(drgn_reader(drgn.module, core))
+            readers.append(c.drgn_reader(drgn.module, core))
         if lkf.module is not None:
-            readers.append(kdumpfile_reader(lkf.module, core))
-        rng = random.Random(SEED)
-        names = sorted(dump.symbols)
-        addrs = [dump.symbols[name] for name in rng.choices(names, k=args.reads)]
+            readers.append(c.kdumpfile_reader(lkf.module, core))
+        addrs = c.random_addrs(dump, args.reads)
         block[dump.name] = {}
         words[dump.name] = {}
         for reader in readers:
             if reader.name not in order:
                 order.append(reader.name)
-            failure = verify(reader, dump)
+            failure = c.verify(reader, dump)
             if failure is not None:
                 failures.append(f"- {c.short_name(dump.name)} / {reader.name}: {failure}")
                 fail: c.Cell = (None, failure)
-                block[dump.name][reader.name] = BlockResult(fail, fail, fail)
+                block[dump.name][reader.name] = c.BlockResult.failed(fail)
                 words[dump.name][reader.name] = fail
                 continue
-            block[dump.name][reader.name] = bench_block(reader, dump.banner, runs, warmup)
+            block[dump.name][reader.name] = c.bench_block(reader, dump.banner, runs, warmup)
             if reader.name in (BASE, "drgn", "libkdumpfile"):
-                words[dump.name][reader.name] = bench_words(reader, addrs, word_reps, warmup)
+                words[dump.name][reader.name] = c.bench_words(reader, addrs, word_reps, warmup)
             if reader.name == BASE:
                 native = native_reader(reader)
-                words[dump.name][native.name] = bench_words(native, addrs, word_reps, warmup)
+                words[dump.name][native.name] = c.bench_words(native, addrs, word_reps, warmup)
 
     available = {"drgn": drgn.module is not None, "libkdumpfile": lkf.module is not None}
 
@@ -270,7 +119,7 @@ def main() -> int:
             have = available.get(name, True)
             result = results.get(name)
             if result is None:
-                result = BlockResult(c.MISSING, c.MISSING, c.MISSING)
+                result = c.BlockResult.failed(c.MISSING)
             rows.append(
                 [
                     c.short_name(dump.name),

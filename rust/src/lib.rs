@@ -12,6 +12,7 @@ pub mod errors;
 pub mod formats;
 pub mod identity;
 pub mod mapping;
+pub mod radix;
 pub mod scan;
 pub mod session;
 pub mod symbols;

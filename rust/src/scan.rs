@@ -2,6 +2,7 @@
 //! GIL is released by the caller), one report per path, in the order given. A dump that
 //! fails to open is a report with the SPEC's message, never an error that stops the batch.
 
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -64,21 +65,30 @@ fn describe(path: &[u8], template: &OpenRequest) -> Report {
 }
 
 pub fn scan(paths: &[Vec<u8>], template: &OpenRequest, threads: usize) -> Vec<Report> {
+    // Largest files first: one big dump started last would leave the other threads idle.
+    let mut order: Vec<(u64, usize)> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let size = std::fs::metadata(std::path::Path::new(std::ffi::OsStr::from_bytes(p)))
+                .map_or(0, |m| m.len());
+            (size, i)
+        })
+        .collect();
+    order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     let next = AtomicUsize::new(0);
     let slots: Mutex<Vec<Option<Report>>> = Mutex::new((0..paths.len()).map(|_| None).collect());
     let workers = threads.clamp(1, paths.len().max(1));
     std::thread::scope(|scope| {
         for _ in 0..workers {
-            scope.spawn(|| loop {
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some(path) = paths.get(index) else { break };
-                let report = describe(path, template);
-                if let Some(slot) = slots
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get_mut(index)
-                {
-                    *slot = Some(report);
+            scope.spawn(|| {
+                while let Some(&(_, index)) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let Some(path) = paths.get(index) else { break };
+                    let report = describe(path, template);
+                    let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
+                    if let Some(slot) = slots.get_mut(index) {
+                        *slot = Some(report);
+                    }
                 }
             });
         }

@@ -23,6 +23,8 @@ pub const PATH_MAX: usize = 4096;
 /// The largest text symbol table read from procfs (a kallsyms with every module loaded is
 /// tens of MiB).
 const MAX_PROCFS_EXEC: u64 = 1 << 30;
+/// `read` fills its result this much at a time.
+const READ_BLOCK: usize = 1 << 20;
 /// How many of the dump's kallsyms entries a thin exec file is compared with.
 const KALLSYMS_SAMPLE: usize = 4096;
 
@@ -582,38 +584,52 @@ impl Session {
     /// copied and, when it stopped early, why (libkvm counts an invalid address after some
     /// bytes as a failure of the whole read; a truncated dump as a short read).
     pub fn read(&self, addr: u64, len: usize) -> (Vec<u8>, Option<Error>) {
-        let core = match self.readable_core("kvm_read") {
-            Ok(core) => core,
-            Err(e) => return (Vec::new(), Some(e)),
-        };
-        // Grown page by page: an absurd length fails at its first bad page, not at malloc.
-        let mut out: Vec<u8> = Vec::with_capacity(len.min(1 << 20));
+        // Grown a block at a time: an absurd length fails at its first bad page, not at
+        // malloc.
+        let mut out: Vec<u8> = Vec::new();
         while out.len() < len {
-            let Some(va) = addr.checked_add(out.len() as u64) else {
-                return (out, Some(Error::InvalidAddress(addr)));
-            };
-            let chunk = (4096 - (va % 4096) as usize).min(len - out.len());
             let start = out.len();
-            out.resize(start + chunk, 0);
-            let dst = out.get_mut(start..).unwrap_or(&mut []);
-            let copied = match self.resolve(core, va) {
-                Ok(Place::Segment(piece)) => copy_from_piece(core.medium.as_ref(), piece, va, dst),
-                Ok(Place::Phys(pa)) => core.read_phys(pa, dst).map(|()| dst.len()),
-                Err(e) => {
-                    out.truncate(start);
-                    return (out, Some(e));
-                }
-            };
-            match copied {
-                Ok(n) => out.truncate(start + n),
-                Err((partial, gap)) => {
-                    out.truncate(start + partial);
-                    let failed_at = va + partial as u64;
-                    return (out, Some(self.gap_error(gap, failed_at)));
-                }
+            let block = (len - start).min(READ_BLOCK);
+            out.resize(start + block, 0);
+            let (copied, error) = self.read_into(
+                addr.wrapping_add(start as u64),
+                out.get_mut(start..).unwrap_or(&mut []),
+            );
+            out.truncate(start + copied);
+            if error.is_some() {
+                return (out, error);
             }
         }
         (out, None)
+    }
+
+    /// `kvm_read` into `buf`: the bytes copied, and why it stopped early if it did.
+    pub fn read_into(&self, addr: u64, buf: &mut [u8]) -> (usize, Option<Error>) {
+        let core = match self.readable_core("kvm_read") {
+            Ok(core) => core,
+            Err(e) => return (0, Some(e)),
+        };
+        let mut done = 0usize;
+        while done < buf.len() {
+            let Some(va) = addr.checked_add(done as u64) else {
+                return (done, Some(Error::InvalidAddress(addr)));
+            };
+            let chunk = (4096 - (va % 4096) as usize).min(buf.len() - done);
+            let dst = buf.get_mut(done..done + chunk).unwrap_or(&mut []);
+            let copied = match self.resolve(core, va) {
+                Ok(Place::Segment(piece)) => copy_from_piece(core.medium.as_ref(), piece, va, dst),
+                Ok(Place::Phys(pa)) => core.read_phys(pa, dst).map(|()| dst.len()),
+                Err(e) => return (done, Some(e)),
+            };
+            match copied {
+                Ok(n) => done += n,
+                Err((partial, gap)) => {
+                    let failed_at = va + partial as u64;
+                    return (done + partial, Some(self.gap_error(gap, failed_at)));
+                }
+            }
+        }
+        (done, None)
     }
 
     /// `kvm_write`: patches the core file where it holds `addr` uncompressed.

@@ -15,6 +15,8 @@ use crate::session::{Info, OpenRequest, Session};
 /// Reads at least this large release the GIL (measured by benches/read_gil.py: below it,
 /// detaching costs more than the copy it frees the interpreter for).
 const DETACH_READ_BYTES: usize = 64 * 1024;
+/// Reads up to this size get their whole result allocated at once.
+const MAX_DIRECT_READ: usize = 64 << 20;
 
 #[pyclass(frozen, module = "kvm_rs._native")]
 pub struct Handle {
@@ -29,8 +31,10 @@ impl Handle {
     }
 
     fn session(&self, py: Python<'_>) -> PyResult<Arc<Session>> {
-        let guard = self.session.lock().unwrap_or_else(PoisonError::into_inner);
-        guard.clone().ok_or_else(|| to_py(py, &Error::Closed))
+        // The lock is dropped before any Python runs: building the exception executes
+        // Python code, which may hand the GIL to a thread that then waits on this lock.
+        let session = self.session.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        session.ok_or_else(|| to_py(py, &Error::Closed))
     }
 }
 
@@ -69,7 +73,8 @@ impl Handle {
     }
 
     /// `kvm_read`: `(bytes read, error or None)`. The error is returned, not raised: a short
-    /// read carries both data and an error. Large reads run detached.
+    /// read carries both data and an error. The bytes are written straight into the new
+    /// Python object; reads of 64 KiB and more run detached.
     fn read<'py>(
         &self,
         py: Python<'py>,
@@ -77,12 +82,27 @@ impl Handle {
         size: usize,
     ) -> PyResult<(Bound<'py, PyBytes>, Option<PyErr>)> {
         let session = self.session(py)?;
-        let (data, error) = if size >= DETACH_READ_BYTES {
-            py.detach(|| session.read(addr, size))
+        if size > MAX_DIRECT_READ {
+            // Too large to allocate up front on the caller's word: grown as pages come.
+            let (data, error) = py.detach(|| session.read(addr, size));
+            return Ok((PyBytes::new(py, &data), error.map(|e| to_py(py, &e))));
+        }
+        let mut outcome = (0usize, None);
+        let bytes = PyBytes::new_with(py, size, |buf| {
+            outcome = if size >= DETACH_READ_BYTES {
+                py.detach(|| session.read_into(addr, buf))
+            } else {
+                session.read_into(addr, buf)
+            };
+            Ok(())
+        })?;
+        let (copied, error) = outcome;
+        let bytes = if copied < size {
+            PyBytes::new(py, bytes.as_bytes().get(..copied).unwrap_or(&[]))
         } else {
-            session.read(addr, size)
+            bytes
         };
-        Ok((PyBytes::new(py, &data), error.map(|e| to_py(py, &e))))
+        Ok((bytes, error.map(|e| to_py(py, &e))))
     }
 
     /// `kvm_write`: bytes written; raises on error.

@@ -24,19 +24,24 @@ pub struct SegmentIndex {
 impl SegmentIndex {
     /// Indexes `segments` by the address `key` gives (None: the segment has no such address).
     pub fn build(segments: &[Segment], key: impl Fn(&Segment) -> Option<u64>) -> SegmentIndex {
-        let mut keyed: Vec<(u64, &Segment)> = segments
+        let mut keyed: Vec<(u64, u32)> = segments
             .iter()
-            .filter(|s| s.memsz > 0)
-            .filter_map(|s| Some((key(s)?, s)))
+            .enumerate()
+            .filter(|(_, s)| s.memsz > 0)
+            .filter_map(|(i, s)| Some((key(s)?, u32::try_from(i).ok()?)))
             .collect();
-        // Producers write segments in address order; check before paying for a sort.
+        // Producers write segments in some address order; a QEMU paging dump in physical
+        // order, so its virtual index needs a real sort.
         if !keyed.is_sorted_by_key(|&(start, _)| start) {
-            keyed.sort_unstable_by_key(|&(start, seg)| (start, seg.offset));
+            crate::radix::sort_by_key(&mut keyed);
         }
         let mut pieces = Vec::with_capacity(keyed.len());
         let mut covered = 0u64;
         let mut any = false;
-        for (start, seg) in keyed {
+        for (start, index) in keyed {
+            let Some(seg) = segments.get(index as usize) else {
+                continue;
+            };
             let end = start.saturating_add(seg.memsz);
             let from = if any { start.max(covered) } else { start };
             if from >= end {

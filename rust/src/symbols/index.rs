@@ -1,12 +1,11 @@
-//! The name → symbol index behind `nlist`, built once on first use: one vector sorted by a
-//! 64-bit hash of the name (sorting integers is several times faster than sorting strings,
-//! and the index is on the path of every pipeline's first `nlist`). Names stay in the exec
-//! file's bytes; entries hold their offsets, so the index owns no strings.
+//! The name → symbol index behind `nlist`, built once on first use: the symbols in file
+//! order, and (hash of name, position) pairs radix-sorted by hash. Sorting integers is
+//! several times faster than sorting strings, and the index is on the path of every
+//! pipeline's first `nlist`. Names stay in the exec file's bytes; the index owns no strings.
 
 use super::{ExecFile, Symbol};
 
 struct Entry {
-    hash: u64,
     name_at: usize,
     name_len: u32,
     symbol: Symbol,
@@ -14,6 +13,8 @@ struct Entry {
 
 pub struct NameIndex {
     entries: Vec<Entry>,
+    /// (hash, index into `entries`), sorted by hash; stable, so file order within a hash.
+    by_hash: Vec<(u64, u32)>,
 }
 
 /// FNV-1a: short keys, no allocation, stable across runs.
@@ -26,19 +27,21 @@ fn hash(name: &[u8]) -> u64 {
 impl NameIndex {
     pub fn build(exec: &ExecFile) -> NameIndex {
         let mut entries = Vec::new();
+        let mut by_hash = Vec::new();
         exec.for_each(|name, name_at, symbol| {
-            if let Ok(name_len) = u32::try_from(name.len()) {
+            if let (Ok(name_len), Ok(at)) =
+                (u32::try_from(name.len()), u32::try_from(entries.len()))
+            {
+                by_hash.push((hash(name), at));
                 entries.push(Entry {
-                    hash: hash(name),
                     name_at,
                     name_len,
                     symbol,
                 });
             }
         });
-        // Stable: entries of one name keep file order, which `get` relies on.
-        entries.sort_by_key(|e| e.hash);
-        NameIndex { entries }
+        crate::radix::sort_by_key(&mut by_hash);
+        NameIndex { entries, by_hash }
     }
 
     pub fn len(&self) -> usize {
@@ -53,22 +56,20 @@ impl NameIndex {
     /// else to the first in file order.
     pub fn get(&self, data: &[u8], name: &[u8]) -> Option<Symbol> {
         let key = hash(name);
-        let start = self.entries.partition_point(|e| e.hash < key);
+        let start = self.by_hash.partition_point(|&(h, _)| h < key);
         let mut same = self
-            .entries
+            .by_hash
             .get(start..)?
             .iter()
-            .take_while(|e| e.hash == key)
-            .filter(|e| name_of(data, e) == name);
-        let first = same.next()?.symbol;
+            .take_while(|&&(h, _)| h == key)
+            .filter_map(|&(_, at)| self.entries.get(at as usize))
+            .filter(|e| name_of(data, e) == name)
+            .map(|e| e.symbol);
+        let first = same.next()?;
         if first.is_global() {
             return Some(first);
         }
-        Some(
-            same.map(|e| e.symbol)
-                .find(Symbol::is_global)
-                .unwrap_or(first),
-        )
+        Some(same.find(Symbol::is_global).unwrap_or(first))
     }
 }
 

@@ -12,7 +12,6 @@ pub mod errors;
 pub mod formats;
 pub mod identity;
 pub mod mapping;
-pub mod radix;
 pub mod scan;
 pub mod session;
 pub mod symbols;

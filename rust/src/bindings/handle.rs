@@ -33,7 +33,11 @@ impl Handle {
     fn session(&self, py: Python<'_>) -> PyResult<Arc<Session>> {
         // The lock is dropped before any Python runs: building the exception executes
         // Python code, which may hand the GIL to a thread that then waits on this lock.
-        let session = self.session.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let session = self
+            .session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         session.ok_or_else(|| to_py(py, &Error::Closed))
     }
 }

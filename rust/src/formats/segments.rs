@@ -31,9 +31,9 @@ impl SegmentIndex {
             .filter_map(|(i, s)| Some((key(s)?, u32::try_from(i).ok()?)))
             .collect();
         // Producers write segments in some address order; a QEMU paging dump in physical
-        // order, so its virtual index needs a real sort.
+        // order, so its virtual index needs a real sort (of plain integer pairs: fast).
         if !keyed.is_sorted_by_key(|&(start, _)| start) {
-            crate::radix::sort_by_key(&mut keyed);
+            keyed.sort_unstable();
         }
         let mut pieces = Vec::with_capacity(keyed.len());
         let mut covered = 0u64;

@@ -1,7 +1,7 @@
 //! The name → symbol index behind `nlist`, built once on first use: the symbols in file
-//! order, and (hash of name, position) pairs radix-sorted by hash. Sorting integers is
-//! several times faster than sorting strings, and the index is on the path of every
-//! pipeline's first `nlist`. Names stay in the exec file's bytes; the index owns no strings.
+//! order, and (hash of name, position) pairs sorted. Sorting integers is several times
+//! faster than sorting strings, and the index is on the path of every pipeline's first
+//! `nlist`. Names stay in the exec file's bytes; the index owns no strings.
 
 use super::{ExecFile, Symbol};
 
@@ -13,7 +13,7 @@ struct Entry {
 
 pub struct NameIndex {
     entries: Vec<Entry>,
-    /// (hash, index into `entries`), sorted by hash; stable, so file order within a hash.
+    /// (hash, index into `entries`), sorted: file order within a hash.
     by_hash: Vec<(u64, u32)>,
 }
 
@@ -40,7 +40,7 @@ impl NameIndex {
                 });
             }
         });
-        crate::radix::sort_by_key(&mut by_hash);
+        by_hash.sort_unstable();
         NameIndex { entries, by_hash }
     }
 

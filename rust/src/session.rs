@@ -553,7 +553,7 @@ impl Session {
 
     fn resolve<'a>(&self, core: &'a Core, va: u64) -> Result<Place<'a>> {
         if let Layout::Elf(elf) = &core.layout {
-            if let Some(piece) = elf.by_vaddr.find(va) {
+            if let Some(piece) = elf.by_vaddr().find(va) {
                 return Ok(Place::Segment(piece));
             }
         }

@@ -38,10 +38,11 @@ pub struct ElfCore {
     pub big_endian: bool,
     pub e_machine: u16,
     pub loads: Vec<Segment>,
-    /// PT_LOADs by kernel virtual address (where p_vaddr is one) and by physical address.
-    pub by_vaddr: SegmentIndex,
-    /// Built on the first physical read: a dump read through its virtual segments (kcore,
-    /// QEMU paging dumps) never needs it.
+    /// PT_LOADs by kernel virtual address (where p_vaddr is one) and by physical address,
+    /// each built on the first read that needs it, as the kdump rank index is: open stays
+    /// cheap (a QEMU paging dump has 65,000 segments), and a dump read through its virtual
+    /// segments (kcore, paging dumps) never builds the physical one.
+    by_vaddr: OnceLock<SegmentIndex>,
     by_paddr: OnceLock<SegmentIndex>,
     pub vmcoreinfo: VmcoreInfo,
     /// NT_PRSTATUS notes: one per CPU that was online.
@@ -233,13 +234,12 @@ pub fn parse(medium: &dyn Medium) -> Result<ElfCore, CoreFault> {
         }
     }
 
-    let by_vaddr = SegmentIndex::build(&loads, |s| valid_vaddr(s, eh.class64).then_some(s.vaddr));
     let mut core = ElfCore {
         class64: eh.class64,
         big_endian: eh.big_endian,
         e_machine: eh.e_machine,
         loads,
-        by_vaddr,
+        by_vaddr: OnceLock::new(),
         by_paddr: OnceLock::new(),
         vmcoreinfo: VmcoreInfo::default(),
         cpus: 0,
@@ -272,6 +272,15 @@ fn valid_vaddr(seg: &Segment, class64: bool) -> bool {
 }
 
 impl ElfCore {
+    /// PT_LOADs by kernel virtual address, where p_vaddr is one.
+    pub fn by_vaddr(&self) -> &SegmentIndex {
+        self.by_vaddr.get_or_init(|| {
+            SegmentIndex::build(&self.loads, |s| {
+                valid_vaddr(s, self.class64).then_some(s.vaddr)
+            })
+        })
+    }
+
     /// PT_LOADs by physical address. kcore marks segments with no physical address
     /// (vmalloc, modules) p_paddr = -1.
     pub fn by_paddr(&self) -> &SegmentIndex {

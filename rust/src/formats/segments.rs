@@ -31,9 +31,10 @@ impl SegmentIndex {
             .filter_map(|(i, s)| Some((key(s)?, u32::try_from(i).ok()?)))
             .collect();
         // Producers write segments in some address order; a QEMU paging dump in physical
-        // order, so its virtual index needs a real sort (of plain integer pairs: fast).
+        // order, so its virtual index needs a real sort: a merging one, which takes the
+        // runs of consecutive pages in that order as they are.
         if !keyed.is_sorted_by_key(|&(start, _)| start) {
-            keyed.sort_unstable();
+            keyed.sort();
         }
         let mut pieces = Vec::with_capacity(keyed.len());
         let mut covered = 0u64;

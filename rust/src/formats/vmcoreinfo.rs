@@ -7,17 +7,24 @@
 use std::ops::Range;
 
 /// The text as the kernel wrote it, its lines as (key, value) ranges in file order (order
-/// matters for error reports), and their indices sorted by key for lookups. Open reads
-/// VMCOREINFO from every dump, so parsing allocates three times, whatever the line count.
+/// matters for error reports), and (hash of key, line) pairs sorted for lookups. Open reads
+/// VMCOREINFO from every dump: parsing allocates three times and sorts integers only.
 #[derive(Debug, Clone, Default)]
 pub struct VmcoreInfo {
     text: String,
     lines: Vec<(Range<usize>, Range<usize>)>,
-    by_key: Vec<usize>,
+    by_key: Vec<(u64, usize)>,
 }
 
 /// More text than any kernel writes (the kernel's buffer is one page); bounds hostile input.
 pub const MAX_VMCOREINFO: usize = 1 << 20;
+
+/// FNV-1a of a key.
+fn key_hash(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
 
 impl VmcoreInfo {
     pub fn parse(text: &[u8]) -> VmcoreInfo {
@@ -26,46 +33,56 @@ impl VmcoreInfo {
     }
 
     fn index(text: String) -> VmcoreInfo {
-        let mut lines = Vec::new();
+        let mut info = VmcoreInfo {
+            text,
+            lines: Vec::new(),
+            by_key: Vec::new(),
+        };
         let mut at = 0usize;
-        for line in text.split_inclusive('\n') {
+        for line in info.text.split_inclusive('\n') {
             if let Some(eq) = line.find('=') {
-                let raw_key = line.get(..eq).unwrap_or("");
-                let key = trimmed(raw_key, at);
+                let key = trimmed(line.get(..eq).unwrap_or(""), at);
                 let value = trimmed(line.get(eq + 1..).unwrap_or(""), at + eq + 1);
                 if !key.is_empty() {
-                    lines.push((key, value));
+                    info.lines.push((key, value));
                 }
             }
             at += line.len();
         }
-        let mut info = VmcoreInfo {
-            text,
-            lines,
-            by_key: Vec::new(),
-        };
-        // A key written twice keeps its first value, as the kernel's readers do.
-        let mut order: Vec<usize> = (0..info.lines.len()).collect();
-        order.sort_by(|&a, &b| info.key(a).cmp(info.key(b)).then(a.cmp(&b)));
-        order.dedup_by(|later, first| info.key(*later) == info.key(*first));
-        let mut kept = order.clone();
-        kept.sort_unstable();
-        info.lines = kept
-            .iter()
-            .filter_map(|&i| info.lines.get(i).cloned())
+        let mut by_key: Vec<(u64, usize)> = (0..info.lines.len())
+            .map(|i| (key_hash(info.key(i)), i))
             .collect();
-        info.by_key = (0..info.lines.len()).collect();
-        let lines = &info.lines;
-        let text = &info.text;
-        info.by_key.sort_by(|&a, &b| {
-            let key = |i: usize| {
-                lines
-                    .get(i)
-                    .and_then(|(k, _)| text.get(k.clone()))
-                    .unwrap_or("")
-            };
-            key(a).cmp(key(b))
-        });
+        by_key.sort_unstable();
+        // A key written twice keeps its first value, as the kernel's readers do.
+        let mut first_seen: Vec<bool> = vec![true; info.lines.len()];
+        for (at, &(hash, line)) in by_key.iter().enumerate() {
+            let earlier = by_key
+                .get(..at)
+                .unwrap_or(&[])
+                .iter()
+                .rev()
+                .take_while(|(h, _)| *h == hash);
+            if earlier
+                .clone()
+                .any(|&(_, other)| info.key(other) == info.key(line))
+            {
+                if let Some(flag) = first_seen.get_mut(line) {
+                    *flag = false;
+                }
+            }
+        }
+        by_key.retain(|&(_, line)| first_seen.get(line).copied().unwrap_or(false));
+        let mut kept = first_seen.iter();
+        info.lines.retain(|_| kept.next().copied().unwrap_or(false));
+        // Line numbers moved where duplicates went: index again (rare: real files have none).
+        if info.lines.len() != first_seen.len() {
+            info.by_key = (0..info.lines.len())
+                .map(|i| (key_hash(info.key(i)), i))
+                .collect();
+            info.by_key.sort_unstable();
+        } else {
+            info.by_key = by_key;
+        }
         info
     }
 
@@ -107,11 +124,15 @@ impl VmcoreInfo {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        let at = self
+        let hash = key_hash(key);
+        let start = self.by_key.partition_point(|&(h, _)| h < hash);
+        let mut same = self
             .by_key
-            .binary_search_by(|&i| self.key(i).cmp(key))
-            .ok()?;
-        Some(self.value(*self.by_key.get(at)?))
+            .get(start..)?
+            .iter()
+            .take_while(|(h, _)| *h == hash);
+        let &(_, line) = same.find(|&&(_, line)| self.key(line) == key)?;
+        Some(self.value(line))
     }
 
     pub fn osrelease(&self) -> Option<&str> {

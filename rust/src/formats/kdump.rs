@@ -503,11 +503,8 @@ impl KdumpCore {
         built.as_ref().map_err(|e| Gap::Corrupt(e.clone()))
     }
 
-    /// Page frame `pfn`, decompressed (cached).
-    pub fn page(&self, medium: &dyn Medium, pfn: u64) -> Result<Arc<[u8]>, Gap> {
-        if let Some(page) = self.pages.get(pfn) {
-            return Ok(page);
-        }
+    /// The descriptor of page frame `pfn`: (data offset, data size, flags).
+    fn descriptor(&self, medium: &dyn Medium, pfn: u64) -> Result<(u64, u64, u32), Gap> {
         let index = self.rank_index(medium)?.rank(pfn).ok_or(Gap::Missing)?;
         let at = index
             .checked_mul(PAGE_DESC_SIZE)
@@ -528,6 +525,15 @@ impl KdumpCore {
                 "page descriptor of pfn {pfn:#x}: offset {offset:#x}, size {size}"
             )));
         }
+        Ok((offset, size, flags))
+    }
+
+    /// Page frame `pfn`, decompressed (cached).
+    pub fn page(&self, medium: &dyn Medium, pfn: u64) -> Result<Arc<[u8]>, Gap> {
+        if let Some(page) = self.pages.get(pfn) {
+            return Ok(page);
+        }
+        let (offset, size, flags) = self.descriptor(medium, pfn)?;
         let data = medium
             .exact_at(offset, size as usize)
             .ok()
@@ -550,24 +556,27 @@ impl KdumpCore {
         Ok(page)
     }
 
-    /// Where an uncompressed page lies in the file (for kvm_write), if it is one.
+    /// Where an uncompressed page lies in the file (for kvm_write). makedumpfile stores
+    /// one page of zeros first in the data and points every zero page's descriptor at it:
+    /// writing there would change all of them, so that page is refused.
     pub fn raw_page_offset(&self, medium: &dyn Medium, pfn: u64) -> Result<u64, Gap> {
-        let index = self.rank_index(medium)?.rank(pfn).ok_or(Gap::Missing)?;
-        let at = self.descriptors_offset + index * PAGE_DESC_SIZE;
-        let raw = medium
-            .exact_at(at, PAGE_DESC_SIZE as usize)
-            .ok()
-            .flatten()
-            .ok_or(Gap::Truncated)?;
-        let f = Fields::new(&raw, self.abi.big_endian);
-        match (f.u64(0), f.u32(8), f.u32(12)) {
-            (Some(offset), Some(size), Some(flags))
-                if flags & COMPRESSION_MASK == 0 && u64::from(size) == self.block_size =>
-            {
-                Ok(offset)
-            }
-            _ => Err(Gap::Corrupt(format!("page of pfn {pfn:#x} is compressed"))),
+        let (offset, size, flags) = self.descriptor(medium, pfn)?;
+        if flags & COMPRESSION_MASK != 0 || size != self.block_size {
+            return Err(Gap::Corrupt(format!("page of pfn {pfn:#x} is compressed")));
         }
+        let data_start = self.descriptors_offset + self.dumped_pages * PAGE_DESC_SIZE;
+        let shared_zero = offset == data_start
+            && medium
+                .exact_at(offset, size as usize)
+                .ok()
+                .flatten()
+                .is_some_and(|p| p.iter().all(|&b| b == 0));
+        if shared_zero {
+            return Err(Gap::Corrupt(format!(
+                "pfn {pfn:#x} is the dump's shared zero page; kvm_write refuses it"
+            )));
+        }
+        Ok(offset)
     }
 
     pub fn forget_cached(&self) {

@@ -15,7 +15,7 @@ fn parse_line(line: &[u8]) -> Option<(u64, u8, usize, usize)> {
     if digits.is_empty() || digits.len() > 16 {
         return None;
     }
-    let addr = u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()?;
+    let addr = parse_hex(digits)?;
     let letter = *line.get(space + 1)?;
     if !(letter.is_ascii_alphabetic() || letter == b'?') || line.get(space + 2) != Some(&b' ') {
         return None;
@@ -36,6 +36,19 @@ fn parse_line(line: &[u8]) -> Option<(u64, u8, usize, usize)> {
         }
     }
     Some((addr, letter, name_start, name_len))
+}
+
+/// Hex digits to a number (at most 16 digits: no overflow).
+fn parse_hex(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |value, &c| {
+        let digit = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return None,
+        };
+        Some(value << 4 | u64::from(digit))
+    })
 }
 
 fn lines(data: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {

@@ -114,6 +114,10 @@ impl ElfSymtab {
         Symtab::parse(data, self.symtab_offset, self.symtab_count, self.ctx).ok()
     }
 
+    pub fn symbol_count(&self) -> usize {
+        self.symtab_count
+    }
+
     /// The `nm` letter of a symbol, from its binding, type and section.
     fn letter(&self, info: u8, shndx: usize) -> Option<u8> {
         let kind = info & 0xf;

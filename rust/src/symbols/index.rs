@@ -1,11 +1,12 @@
-//! The name → symbol index behind `nlist`, built once on first use: the symbols in file
-//! order, and (hash of name, position) pairs sorted. Sorting integers is several times
-//! faster than sorting strings, and the index is on the path of every pipeline's first
-//! `nlist`. Names stay in the exec file's bytes; the index owns no strings.
+//! The name → symbol index behind `nlist`, built once on first use: an open-addressing hash
+//! table over the symbols. Built in one pass, with no sort: the index is on the path of every
+//! pipeline's first `nlist` (127,000 symbols in a vmlinux). Names stay in the exec file's
+//! bytes; the table holds positions, so the index owns no strings.
 
 use super::{ExecFile, Symbol};
 
 struct Entry {
+    hash: u64,
     name_at: usize,
     name_len: u32,
     symbol: Symbol,
@@ -13,35 +14,97 @@ struct Entry {
 
 pub struct NameIndex {
     entries: Vec<Entry>,
-    /// (hash, index into `entries`), sorted: file order within a hash.
-    by_hash: Vec<(u64, u32)>,
+    /// 1 + index into `entries`, 0 for an empty slot; a power of two, at most half full.
+    slots: Vec<u32>,
+    shift: u32,
 }
 
-/// FNV-1a: short keys, no allocation, stable across runs.
+const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Eight bytes at a time: symbol names average twenty.
 fn hash(name: &[u8]) -> u64 {
-    name.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    let mut chunks = name.chunks_exact(8);
+    let mut h = name.len() as u64;
+    for chunk in &mut chunks {
+        let word = chunk.try_into().map_or(0, u64::from_le_bytes);
+        h = (h.rotate_left(23) ^ word).wrapping_mul(MULTIPLIER);
+    }
+    let mut last = [0u8; 8];
+    last.iter_mut()
+        .zip(chunks.remainder())
+        .for_each(|(d, s)| *d = *s);
+    (h.rotate_left(23) ^ u64::from_le_bytes(last)).wrapping_mul(MULTIPLIER)
+}
+
+fn name_of<'a>(data: &'a [u8], entry: &Entry) -> &'a [u8] {
+    data.get(entry.name_at..entry.name_at + entry.name_len as usize)
+        .unwrap_or(&[])
 }
 
 impl NameIndex {
     pub fn build(exec: &ExecFile) -> NameIndex {
-        let mut entries = Vec::new();
-        let mut by_hash = Vec::new();
+        let data = exec.data();
+        let mut entries = Vec::with_capacity(exec.symbol_count_hint());
         exec.for_each(|name, name_at, symbol| {
-            if let (Ok(name_len), Ok(at)) =
-                (u32::try_from(name.len()), u32::try_from(entries.len()))
-            {
-                by_hash.push((hash(name), at));
+            if let Ok(name_len) = u32::try_from(name.len()) {
                 entries.push(Entry {
+                    hash: hash(name),
                     name_at,
                     name_len,
                     symbol,
                 });
             }
         });
-        by_hash.sort_unstable();
-        NameIndex { entries, by_hash }
+        let bits = (entries.len().max(1) * 2)
+            .next_power_of_two()
+            .trailing_zeros()
+            .max(4);
+        let mut index = NameIndex {
+            entries,
+            slots: vec![0; 1 << bits],
+            shift: 64 - bits,
+        };
+        for at in 0..index.entries.len() {
+            index.insert(data, at);
+        }
+        index
+    }
+
+    fn home(&self, hash: u64) -> usize {
+        (hash.wrapping_mul(MULTIPLIER) >> self.shift) as usize
+    }
+
+    /// A name defined more than once (static functions) keeps its global definition, else
+    /// its first in file order.
+    fn insert(&mut self, data: &[u8], at: usize) {
+        let Some(new) = self.entries.get(at) else {
+            return;
+        };
+        let mask = self.slots.len() - 1;
+        let mut slot = self.home(new.hash);
+        loop {
+            let Some(&held) = self.slots.get(slot) else {
+                return;
+            };
+            let Some(old) = held
+                .checked_sub(1)
+                .and_then(|i| self.entries.get(i as usize))
+            else {
+                if let Some(empty) = self.slots.get_mut(slot) {
+                    *empty = at as u32 + 1;
+                }
+                return;
+            };
+            if old.hash == new.hash && name_of(data, old) == name_of(data, new) {
+                if !old.symbol.is_global() && new.symbol.is_global() {
+                    if let Some(replaced) = self.slots.get_mut(slot) {
+                        *replaced = at as u32 + 1;
+                    }
+                }
+                return;
+            }
+            slot = (slot + 1) & mask;
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -52,28 +115,17 @@ impl NameIndex {
         self.entries.is_empty()
     }
 
-    /// A name defined more than once (static functions) resolves to its global definition,
-    /// else to the first in file order.
     pub fn get(&self, data: &[u8], name: &[u8]) -> Option<Symbol> {
         let key = hash(name);
-        let start = self.by_hash.partition_point(|&(h, _)| h < key);
-        let mut same = self
-            .by_hash
-            .get(start..)?
-            .iter()
-            .take_while(|&&(h, _)| h == key)
-            .filter_map(|&(_, at)| self.entries.get(at as usize))
-            .filter(|e| name_of(data, e) == name)
-            .map(|e| e.symbol);
-        let first = same.next()?;
-        if first.is_global() {
-            return Some(first);
+        let mask = self.slots.len() - 1;
+        let mut slot = self.home(key);
+        loop {
+            let held = *self.slots.get(slot)?;
+            let entry = self.entries.get(held.checked_sub(1)? as usize)?;
+            if entry.hash == key && name_of(data, entry) == name {
+                return Some(entry.symbol);
+            }
+            slot = (slot + 1) & mask;
         }
-        Some(same.find(Symbol::is_global).unwrap_or(first))
     }
-}
-
-fn name_of<'a>(data: &'a [u8], entry: &Entry) -> &'a [u8] {
-    data.get(entry.name_at..entry.name_at + entry.name_len as usize)
-        .unwrap_or(&[])
 }

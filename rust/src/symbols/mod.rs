@@ -179,16 +179,22 @@ impl ExecFile {
 
     fn scan_for(&self, names: &[&str]) -> HashMap<String, Symbol> {
         let wanted: HashMap<&[u8], &str> = names.iter().map(|n| (n.as_bytes(), *n)).collect();
-        // Most symbols differ in length from every wanted name: skip them before hashing.
-        let mut lengths = [false; 256];
+        // Most symbols share no (first byte, length) pair with a wanted name: a bit table
+        // turns them away before any hashing.
+        let mut shapes = [0u64; 256];
+        let shape = |name: &[u8]| Some((usize::from(*name.first()?), name.len().min(63)));
         for name in names {
-            if let Some(slot) = lengths.get_mut(name.len()) {
-                *slot = true;
+            if let Some((first, len)) = shape(name.as_bytes()) {
+                if let Some(bits) = shapes.get_mut(first) {
+                    *bits |= 1 << len;
+                }
             }
         }
         let mut found: HashMap<String, Symbol> = HashMap::new();
         self.for_each(|name, _, sym| {
-            if !lengths.get(name.len()).copied().unwrap_or(true) {
+            let possible =
+                shape(name).and_then(|(first, len)| Some(shapes.get(first)? & (1 << len) != 0));
+            if possible != Some(true) {
                 return;
             }
             if let Some(&key) = wanted.get(name) {
@@ -201,6 +207,14 @@ impl ExecFile {
             }
         });
         found
+    }
+
+    /// How many symbols the table holds, for sizing the index (an upper bound).
+    pub fn symbol_count_hint(&self) -> usize {
+        match &self.elf {
+            Some(symtab) => symtab.symbol_count(),
+            None => memchr::memchr_iter(b'\n', self.data()).count() + 1,
+        }
     }
 
     /// The name index, built on first use and shared by every later call and thread.

@@ -129,3 +129,44 @@ impl NameIndex {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ExecBytes, ExecFile};
+
+    fn exec(text: &str) -> ExecFile {
+        ExecFile::parse(
+            b"System.map",
+            ExecBytes::Owned(text.as_bytes().to_vec()),
+            false,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn duplicates_resolve_to_global_then_first() {
+        let exec = exec(
+            "ffffffff81000000 t dup\nffffffff82000000 T dup\nffffffff83000000 t dup\n\
+             ffffffff84000000 t local\nffffffff85000000 t local\nffffffff86000000 D only\n",
+        );
+        let index = exec.index();
+        let value = |name: &str| index.get(exec.data(), name.as_bytes()).map(|s| s.value);
+        assert_eq!(value("dup"), Some(0xffff_ffff_8200_0000));
+        assert_eq!(value("local"), Some(0xffff_ffff_8400_0000));
+        assert_eq!(value("only"), Some(0xffff_ffff_8600_0000));
+        assert_eq!(value("missing"), None);
+        assert_eq!(value(""), None);
+    }
+
+    #[test]
+    fn many_names_all_found() {
+        let text: String = (0..5000)
+            .map(|i| format!("{:016x} T sym_{i}\n", 0xffff_ffff_8100_0000u64 + i))
+            .collect();
+        let exec = exec(&text);
+        for i in (0..5000).step_by(7) {
+            let sym = exec.index().get(exec.data(), format!("sym_{i}").as_bytes());
+            assert_eq!(sym.map(|s| s.value), Some(0xffff_ffff_8100_0000 + i));
+        }
+    }
+}

@@ -30,12 +30,7 @@ impl SegmentIndex {
             .filter(|(_, s)| s.memsz > 0)
             .filter_map(|(i, s)| Some((key(s)?, u32::try_from(i).ok()?)))
             .collect();
-        // Producers write segments in some address order; a QEMU paging dump in physical
-        // order, so its virtual index needs a real sort: a merging one, which takes the
-        // runs of consecutive pages in that order as they are.
-        if !keyed.is_sorted_by_key(|&(start, _)| start) {
-            keyed.sort();
-        }
+        sort_by_regions(&mut keyed);
         let mut pieces = Vec::with_capacity(keyed.len());
         let mut covered = 0u64;
         let mut any = false;
@@ -82,6 +77,48 @@ impl SegmentIndex {
     }
 }
 
+/// Sorts (address, segment) pairs. Producers write segments in some address order: a QEMU
+/// paging dump in physical order, which leaves each kernel region (direct map, vmalloc,
+/// fixmap, ...) in order, ascending or descending, but the regions interleaved. Split by
+/// region, each is then in order already or reversed; only what is neither gets sorted.
+fn sort_by_regions(keyed: &mut Vec<(u64, u32)>) {
+    if keyed.is_sorted() {
+        return;
+    }
+    const REGION_SHIFT: u32 = 39; // 512 GiB: the span of one top-level page-table entry
+    let mut regions: Vec<u64> = Vec::new();
+    for &(addr, _) in keyed.iter() {
+        let region = addr >> REGION_SHIFT;
+        if regions.last() != Some(&region) && !regions.contains(&region) {
+            regions.push(region);
+            if regions.len() > 64 {
+                keyed.sort_unstable();
+                return;
+            }
+        }
+    }
+    regions.sort_unstable();
+    let mut groups: Vec<Vec<(u64, u32)>> = vec![Vec::new(); regions.len()];
+    for &item in keyed.iter() {
+        let at = regions
+            .binary_search(&(item.0 >> REGION_SHIFT))
+            .unwrap_or(0);
+        if let Some(group) = groups.get_mut(at) {
+            group.push(item);
+        }
+    }
+    keyed.clear();
+    for mut group in groups {
+        if group.is_sorted() {
+        } else if group.is_sorted_by(|a, b| a > b) {
+            group.reverse();
+        } else {
+            group.sort_unstable();
+        }
+        keyed.extend(group);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +131,21 @@ mod tests {
             filesz: memsz,
             memsz,
         }
+    }
+
+    #[test]
+    fn regions_sorted_whatever_their_order() {
+        let mut keyed: Vec<(u64, u32)> = Vec::new();
+        for i in 0..100u32 {
+            keyed.push((0xffff_8880_0000_0000 + u64::from(i) * 0x1000, i * 2));
+            keyed.push((0xffff_ff00_0000_0000 - u64::from(i) * 0x1000, i * 2 + 1));
+        }
+        keyed.push((0xffff_c900_0000_5000, 500));
+        keyed.push((0xffff_c900_0000_1000, 501));
+        let mut expected = keyed.clone();
+        expected.sort_unstable();
+        sort_by_regions(&mut keyed);
+        assert_eq!(keyed, expected);
     }
 
     #[test]

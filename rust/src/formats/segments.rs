@@ -3,6 +3,8 @@
 //! has 65,000). Where segments overlap (a physical page mapped at several virtual addresses
 //! in a paging dump), the first segment to cover an address keeps it: the bytes are the same.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use super::elf_core::Segment;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,9 +18,12 @@ pub struct Piece {
     pub file_len: u64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct SegmentIndex {
     pieces: Vec<Piece>,
+    /// The piece the last lookup found: reads come in runs over one structure, and a
+    /// repeated hit skips the binary search (16 steps over a paging dump's 65,000 pieces).
+    last_hit: AtomicUsize,
 }
 
 impl SegmentIndex {
@@ -53,7 +58,10 @@ impl SegmentIndex {
             covered = end;
             any = true;
         }
-        SegmentIndex { pieces }
+        SegmentIndex {
+            pieces,
+            last_hit: AtomicUsize::new(0),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -65,11 +73,21 @@ impl SegmentIndex {
     }
 
     pub fn find(&self, addr: u64) -> Option<&Piece> {
+        let hint = self.last_hit.load(Ordering::Relaxed);
+        if let Some(piece) = self
+            .pieces
+            .get(hint)
+            .filter(|p| p.start <= addr && addr < p.end)
+        {
+            return Some(piece);
+        }
         let at = self
             .pieces
             .partition_point(|p| p.start <= addr)
             .checked_sub(1)?;
-        self.pieces.get(at).filter(|p| addr < p.end)
+        let piece = self.pieces.get(at).filter(|p| addr < p.end)?;
+        self.last_hit.store(at, Ordering::Relaxed);
+        Some(piece)
     }
 
     pub fn pieces(&self) -> &[Piece] {

@@ -254,3 +254,85 @@ fn variable_length(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kernel memory as a few byte ranges at fixed addresses.
+    fn memory(ranges: Vec<(u64, Vec<u8>)>) -> impl Fn(u64, usize) -> Result<Vec<u8>, Error> {
+        move |addr, len| {
+            for (start, bytes) in &ranges {
+                if addr >= *start && addr + len as u64 <= start + bytes.len() as u64 {
+                    let at = (addr - start) as usize;
+                    return Ok(bytes[at..at + len].to_vec());
+                }
+            }
+            Err(Error::InvalidAddress(addr))
+        }
+    }
+
+    /// A record of the < 5.10 layout: 16-byte `struct printk_log`, text, padding to 8.
+    fn record(ts_nsec: u64, text: &str) -> Vec<u8> {
+        let len = (16 + text.len()).div_ceil(8) * 8;
+        let mut out = Vec::new();
+        out.extend_from_slice(&ts_nsec.to_le_bytes());
+        out.extend_from_slice(&(len as u16).to_le_bytes());
+        out.extend_from_slice(&(text.len() as u16).to_le_bytes());
+        out.extend_from_slice(&[0, 0, 0, 6 << 5]);
+        out.extend_from_slice(text.as_bytes());
+        out.resize(len, 0);
+        out
+    }
+
+    #[test]
+    fn variable_length_log_buf_wraps() {
+        let first = record(1_500_000_000, "Linux version 4.19.0");
+        let second = record(2_000_001_000, "a line\nand its continuation");
+        let third = record(3_000_000_000, "after the wrap");
+        // The ring: `third` at the start (wrapped), then a gap, `first`, `second`, and a
+        // zero-length header that sends the reader back to 0.
+        let mut ring = third.clone();
+        let first_at = 256usize;
+        ring.resize(first_at, 0);
+        ring.extend_from_slice(&first);
+        ring.extend_from_slice(&second);
+        ring.extend_from_slice(&[0; 16]);
+        ring.resize(1024, 0);
+        let (log_buf, buf, len, first_idx, next_idx) =
+            (0x1000u64, 0x8000u64, 0x2000u64, 0x2008u64, 0x2010u64);
+        let read = memory(vec![
+            (log_buf, buf.to_le_bytes().to_vec()),
+            (len, 1024u32.to_le_bytes().to_vec()),
+            (first_idx, (first_at as u32).to_le_bytes().to_vec()),
+            (next_idx, (third.len() as u32).to_le_bytes().to_vec()),
+            (buf, ring),
+        ]);
+        let info = VmcoreInfo::parse(
+            format!(
+                "SYMBOL(log_buf)={log_buf:x}\nSYMBOL(log_buf_len)={len:x}\nSYMBOL(log_first_idx)={first_idx:x}\n\
+                 SYMBOL(log_next_idx)={next_idx:x}\nSIZE(printk_log)=16\nOFFSET(printk_log.ts_nsec)=0\n\
+                 OFFSET(printk_log.len)=8\nOFFSET(printk_log.text_len)=10\n"
+            )
+            .as_bytes(),
+        );
+        let records = records(&read, &info).unwrap();
+        let lines: Vec<String> = records.iter().flat_map(|r| r.lines()).collect();
+        assert_eq!(
+            lines,
+            [
+                "[    1.500000] Linux version 4.19.0",
+                "[    2.000001] a line",
+                "[    2.000001] and its continuation",
+                "[    3.000000] after the wrap",
+            ]
+        );
+        assert_eq!(records.first().map(|r| r.level), Some(6));
+    }
+
+    #[test]
+    fn no_log_symbols_is_an_error() {
+        let read = memory(Vec::new());
+        assert!(records(&read, &VmcoreInfo::parse(b"OSRELEASE=6.1\n")).is_err());
+    }
+}

@@ -7,19 +7,18 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from broken import make_broken
 
 if TYPE_CHECKING:
     from conftest import Corpus
 
 FORMATS = {"elf": "elf", "kdump-compressed": "kdump", "makedumpfile-flattened": "flattened"}
-BITMAP_BLOCKS_OFFSET = 436  # uint32 LE in the 64-bit disk_dump_header
 EXIT_FAILED = 1
 EXIT_SOME_DUMPS_FAILED = 3
 #: The kernel's kallsyms never lists its own tables, so `-N core` cannot find these.
@@ -82,33 +81,6 @@ def parse_hexdump(stdout: str, start: int) -> bytes:
 
 
 # -- scan --------------------------------------------------------------------------------------
-
-
-def make_broken(folder: Path, kdump: Path) -> dict[str, str]:
-    """Broken files (two in a subfolder) → the exact message each must get."""
-    deeper = folder / "deeper"
-    deeper.mkdir(parents=True)
-    empty = folder / "empty.vmcore"
-    empty.write_bytes(b"")
-    text = folder / "notes.txt"
-    text.write_text("this is a text file\n")
-    with kdump.open("rb") as src:
-        head = src.read(300)
-    truncated = deeper / "truncated-header.kdump"
-    truncated.write_bytes(head)
-    bad_bitmap = deeper / "bitmap-blocks.kdump"
-    shutil.copyfile(kdump, bad_bitmap)
-    with bad_bitmap.open("r+b") as dst:
-        dst.seek(BITMAP_BLOCKS_OFFSET)
-        dst.write(struct.pack("<I", 0xFFFFFFFF))
-    return {
-        str(empty): f"{empty}: empty file",
-        str(text): f"{text}: not a kernel core file",
-        str(truncated): f"{truncated}: truncated core: disk_dump_header",
-        str(bad_bitmap): (
-            f"{bad_bitmap}: invalid core: bitmap of 4294967295 blocks does not fit max_mapnr 65536"
-        ),
-    }
 
 
 @pytest.fixture(scope="module")

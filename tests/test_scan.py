@@ -5,14 +5,13 @@ the SPEC's message, never an exception. Checked against the real corpus (truth.j
 from __future__ import annotations
 
 import os
-import shutil
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import kvm_rs
 import pytest
+from broken import make_broken
 from kvm_rs import ScanReport
 
 if TYPE_CHECKING:
@@ -21,7 +20,6 @@ if TYPE_CHECKING:
 FORMATS = {"elf": "elf", "kdump-compressed": "kdump", "makedumpfile-flattened": "flattened"}
 #: The 64-bit disk_dump_header: signature[8], header_version, new_utsname (6 x 65), pad,
 #: timeval timestamp at 408, status 424, block_size 428, sub_hdr_size 432, bitmap_blocks 436.
-BITMAP_BLOCKS_OFFSET = 436
 PANIC = "sysrq triggered crash"
 REPORT_KEYS = {
     "path",
@@ -66,43 +64,10 @@ class Broken:
     expected: dict[str, str]  # path -> exact error message
 
 
-def make_broken(folder: Path, kdump: Path) -> Broken:
-    """empty, a text file, a kdump cut inside its header, and a kdump whose bitmap_blocks is
-    0xffffffff; two of them one folder further down (folders are walked recursively)."""
-    deeper = folder / "deeper"
-    deeper.mkdir(parents=True)
-    empty = folder / "empty.vmcore"
-    empty.write_bytes(b"")
-    text = folder / "notes.txt"
-    text.write_text("this is a text file\n")
-    with kdump.open("rb") as src:
-        head = src.read(300)
-    truncated = deeper / "truncated-header.kdump"
-    truncated.write_bytes(head)
-    bad_bitmap = deeper / "bitmap-blocks.kdump"
-    shutil.copyfile(kdump, bad_bitmap)
-    with bad_bitmap.open("r+b") as dst:
-        dst.seek(BITMAP_BLOCKS_OFFSET)
-        dst.write(struct.pack("<I", 0xFFFFFFFF))
-    return Broken(
-        folder,
-        {
-            str(empty): f"{empty}: empty file",
-            str(text): f"{text}: not a kernel core file",
-            str(truncated): f"{truncated}: truncated core: disk_dump_header",
-            str(bad_bitmap): (
-                f"{bad_bitmap}: invalid core: bitmap of 4294967295 blocks does not fit "
-                "max_mapnr 65536"
-            ),
-        },
-    )
-
-
 @pytest.fixture(scope="module")
 def broken(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Broken:
-    return make_broken(
-        tmp_path_factory.mktemp("broken"), corpus.dump("boot-nokaslr.mdf-d31-zlib.kdump")
-    )
+    folder = tmp_path_factory.mktemp("broken")
+    return Broken(folder, make_broken(folder, corpus.dump("boot-nokaslr.mdf-d31-zlib.kdump")))
 
 
 @pytest.fixture(scope="module")

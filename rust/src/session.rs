@@ -89,8 +89,8 @@ pub struct Session {
     access: i32,
     /// Kept open for the handle's life: the core as opened with the caller's flags (the
     /// descriptor `kvm_write` uses) and, for live kernels, the swap file.
-    _core_file: Option<File>,
-    _swap_file: Option<File>,
+    core_file: Option<File>,
+    swap_file: Option<File>,
 }
 
 fn as_path(path: &[u8]) -> &Path {
@@ -126,8 +126,8 @@ impl Session {
             identity: None,
             translator: None,
             access: libc::O_RDONLY,
-            _core_file: None,
-            _swap_file: None,
+            core_file: None,
+            swap_file: None,
         }
     }
 
@@ -238,8 +238,8 @@ impl Session {
             identity: Some(identity),
             translator,
             access,
-            _core_file: core_file,
-            _swap_file: swap_file,
+            core_file,
+            swap_file,
         };
         if thin {
             session.check_kallsyms_sample()?;
@@ -645,7 +645,7 @@ impl Session {
         if compressed {
             return Err(Error::WriteCompressed);
         }
-        let Some(file) = self._core_file.as_ref() else {
+        let Some(file) = self.core_file.as_ref() else {
             return Err(Error::BadDescriptor { op: "kvm_write" });
         };
         // Locate every page first, so a bad address writes nothing.

@@ -38,7 +38,6 @@ pub struct Flattened {
     outer: Arc<dyn Medium>,
     pieces: Vec<Piece>,
     size: u64,
-    pub records: usize,
 }
 
 fn be64(raw: &[u8], at: usize) -> Option<i64> {
@@ -107,12 +106,10 @@ impl Flattened {
         }
         let pieces = resolve_overlaps(pieces);
         let size = pieces.last().map_or(0, Piece::end);
-        let records = pieces.len();
         Ok(Flattened {
             outer,
             pieces,
             size,
-            records,
         })
     }
 

@@ -87,10 +87,11 @@ pub struct Session {
     identity: Option<Identity>,
     translator: Option<X86_64>,
     access: i32,
-    /// Kept open for the handle's life: the core as opened with the caller's flags (the
-    /// descriptor `kvm_write` uses) and, for live kernels, the swap file.
+    /// The core as opened with the caller's flags: the descriptor `kvm_write` uses.
     core_file: Option<File>,
-    swap_file: Option<File>,
+    /// The swap file of a live kernel, held open for the handle's life (libkvm accepts it
+    /// for compatibility; nothing reads it).
+    _swap_file: Option<File>,
 }
 
 fn as_path(path: &[u8]) -> &Path {
@@ -127,7 +128,7 @@ impl Session {
             translator: None,
             access: libc::O_RDONLY,
             core_file: None,
-            swap_file: None,
+            _swap_file: None,
         }
     }
 
@@ -239,7 +240,7 @@ impl Session {
             translator,
             access,
             core_file,
-            swap_file,
+            _swap_file: swap_file,
         };
         if thin {
             session.check_kallsyms_sample()?;

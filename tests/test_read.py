@@ -544,6 +544,10 @@ def test_truncated_elf_read_across_eof(corpus: Any, truncated_elf: Path) -> None
         rc = kvm_rs.read(kd, addr, buf)
         assert (rc, kvm_rs.geterr(kd)) == (16, "short read")
         assert bytes(buf[:16]) == before_eof
+        # The Pythonic read raises, and the bytes before EOF travel with the error.
+        with pytest.raises(kvm_rs.KvmError, match=r"^short read$") as raised:
+            kd.read(addr, 64)
+        assert raised.value.partial == before_eof
 
 
 def test_truncated_elf_before_the_banner_segment(corpus: Any, tmp_path: Path) -> None:

@@ -191,7 +191,8 @@ class Kvm:
 
     def read(self, addr: int, size: int) -> bytes:
         """`size` bytes of kernel virtual memory at `addr`; raises KvmError (with `.address`
-        for an address the dump does not hold). Holds the GIL below 64 KiB."""
+        for an address the dump does not hold, `.partial` for the bytes read before it
+        stopped, as at the end of a truncated dump). Holds the GIL below 64 KiB."""
         # The hot path of every triage script: one Python frame, no helper calls.
         try:
             data, error = self._session.read(addr, size)
@@ -202,6 +203,8 @@ class Kvm:
             raise ValueError(f"read of {size} bytes at {addr:#x}: out of range") from None
         if error is not None:
             self._record(error)
+            if data:
+                error.partial = data
             raise error
         return data
 

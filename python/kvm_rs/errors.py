@@ -17,7 +17,8 @@ __all__ = ["KvmError"]
 class KvmError(OSError):
     """A libkvm error: `message` (the text), `hard` (not a soft error such as an invalid
     address), `address` (for address errors), `partial` (for a read that stopped part way,
-    as at the end of a truncated dump: the bytes read before it stopped), plus OSError's errno and filename."""
+    as at the end of a truncated dump: the bytes read before it stopped), plus OSError's
+    errno and filename."""
 
     message: str
     hard: bool

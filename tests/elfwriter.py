@@ -423,38 +423,9 @@ def elf_exec(
     shoff = _align(len(body), 8)
     body.extend(bytes(shoff - len(body)))
     for name_at, sh_type, flags, addr, offset, size, link, info, align, entsize in headers:
-        if bits == 64:
-            body.extend(
-                struct.pack(
-                    f"{e}IIQQQQIIQQ",
-                    name_at,
-                    sh_type,
-                    flags,
-                    addr,
-                    offset,
-                    size,
-                    link,
-                    info,
-                    align,
-                    entsize,
-                )
-            )
-        else:
-            body.extend(
-                struct.pack(
-                    f"{e}IIIIIIIIII",
-                    name_at,
-                    sh_type,
-                    flags,
-                    addr,
-                    offset,
-                    size,
-                    link,
-                    info,
-                    align,
-                    entsize,
-                )
-            )
+        layout = "IIQQQQIIQQ" if bits == 64 else "IIIIIIIIII"
+        fields = (name_at, sh_type, flags, addr, offset, size, link, info, align, entsize)
+        body.extend(struct.pack(f"{e}{layout}", *fields))
     body[: sizes["ehsize"]] = ehdr(
         bits=bits,
         little_endian=little_endian,

@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from clirun import run
 
 if TYPE_CHECKING:
     from conftest import Corpus
 
 FORMATS = {"elf": "elf", "kdump-compressed": "kdump", "makedumpfile-flattened": "flattened"}
 KDUMP = "boot-kaslr.mdf-d31-snappy.kdump"
-
-
-def kvm_rs_command() -> list[str]:
-    script = shutil.which("kvm-rs")
-    return [script] if script else [sys.executable, "-m", "kvm_rs"]
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*kvm_rs_command(), *args], capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("dump", [KDUMP, "boot-nokaslr.qemu-kdump-zlib.vmcore"])

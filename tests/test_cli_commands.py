@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from broken import make_broken
+from clirun import expected_compression, kvm_rs_command, run
 
 if TYPE_CHECKING:
     from conftest import Corpus
@@ -28,33 +27,12 @@ READ_SYMBOLS = ["linux_banner", "init_uts_ns", "init_task", "saved_command_line"
 HEXDUMP_LINE = re.compile(r"([0-9a-f]{16})  ([0-9a-f]{2}(?: [0-9a-f]{2})*) *  \|(.*)\|")
 
 
-def kvm_rs_command() -> list[str]:
-    script = shutil.which("kvm-rs")
-    return [script] if script else [sys.executable, "-m", "kvm_rs"]
-
-
-def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*kvm_rs_command(), *map(str, args)], capture_output=True, text=True, timeout=120
-    )
-
-
 def run_bytes(*args: str | Path) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([*kvm_rs_command(), *map(str, args)], capture_output=True, timeout=120)
 
 
 def json_lines(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines()]
-
-
-def expected_compression(truth: dict[str, Any]) -> str | None:
-    if truth["format"] == "elf":
-        return None
-    detail = truth["format_detail"]
-    for codec in ("snappy", "lzo", "zstd", "zlib"):
-        if codec in detail:
-            return codec
-    raise AssertionError(f"no compression in {detail!r}")
 
 
 def runtime(corpus: Corpus, dump_name: str, symbol: str) -> int:

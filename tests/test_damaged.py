@@ -413,24 +413,33 @@ def fuzz_core(
         path = workdir / f"mutant-{i}"
         path.write_bytes(data)
         print(f"iteration {i}", flush=True)
-        try:
-            kd = kvm_rs.Kvm(exec_path, path)
-        except kvm_rs.KvmError as error:
-            assert str(error), "an error without a message"
-            rejected += 1
-        else:
+        if open_and_use(exec_path, path, ["jiffies", "_stext"], read_at=0xFFFF_FFFF_82A0_79C0):
             opened += 1
-            with kd:
-                kd.info  # noqa: B018
-                kd.nlist(["jiffies", "_stext"])
-                with contextlib.suppress(kvm_rs.KvmError):
-                    kd.read(0xFFFF_FFFF_82A0_79C0, 8)
+        else:
+            rejected += 1
         if i % 10 == 0:
             errbuf = bytearray(256)
             kd = kvm_rs.openfiles(exec_path, path, errbuf=errbuf)
             assert kvm_rs.close(kd) == (0 if kd is not None else -1)
         path.unlink()
     return opened, rejected
+
+
+def open_and_use(exec_path: Path, core: Path, names: list[str], read_at: int | None = None) -> bool:
+    """Opens a mutant and uses the handle; False when the open was refused, which must come
+    with a message. Anything but a KvmError fails the fuzz loop."""
+    try:
+        kd = kvm_rs.Kvm(exec_path, core)
+    except kvm_rs.KvmError as error:
+        assert str(error), "an error without a message"
+        return False
+    with kd:
+        kd.info  # noqa: B018
+        kd.nlist(names)
+        if read_at is not None:
+            with contextlib.suppress(kvm_rs.KvmError):
+                kd.read(read_at, 8)
+    return True
 
 
 def fuzz_vmlinux(vmlinux: Path, core: Path, workdir: Path, seed: int) -> tuple[int, int]:
@@ -463,16 +472,10 @@ def fuzz_vmlinux(vmlinux: Path, core: Path, workdir: Path, seed: int) -> tuple[i
             f.seek(shoff)
             f.write(new_shdrs)
         print(f"iteration {i}", flush=True)
-        try:
-            kd = kvm_rs.Kvm(copy, core)
-        except kvm_rs.KvmError as error:
-            assert str(error), "an error without a message"
-            rejected += 1
-        else:
+        if open_and_use(copy, core, ["jiffies", "_stext", "init_task"]):
             opened += 1
-            with kd:
-                kd.info  # noqa: B018
-                kd.nlist(["jiffies", "_stext", "init_task"])
+        else:
+            rejected += 1
         with copy.open("r+b") as f:
             f.write(front)
             f.seek(shoff)

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import kvm_rs
 import pytest
+from clirun import run
 
 if TYPE_CHECKING:
     from conftest import Corpus
@@ -21,15 +19,6 @@ if TYPE_CHECKING:
 #: A kernel line as the console prints it: "[    0.000000] text".
 KERNEL_LINE = re.compile(r"\[ *\d+\.\d{6}\] ")
 PANIC_TRAILER = "---[ end Kernel panic - not syncing: sysrq triggered crash ]---"
-
-
-def kvm_rs_command() -> list[str]:
-    script = shutil.which("kvm-rs")
-    return [script] if script else [sys.executable, "-m", "kvm_rs"]
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*kvm_rs_command(), *args], capture_output=True, text=True, timeout=120)
 
 
 def console_kernel_lines(corpus: Corpus, dump_name: str) -> list[str]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import kvm_rs
 import pytest
 from broken import make_broken
+from clirun import expected_compression
 from kvm_rs import ScanReport
 
 if TYPE_CHECKING:
@@ -39,17 +40,6 @@ REPORT_KEYS = {
     "dumped_pages",
     "panic",
 }
-
-
-def expected_compression(truth: dict[str, Any]) -> str | None:
-    """Compression named by truth.json's format_detail (None for an ELF core)."""
-    if truth["format"] == "elf":
-        return None
-    detail = truth["format_detail"]
-    for codec in ("snappy", "lzo", "zstd", "zlib"):
-        if codec in detail:
-            return codec
-    raise AssertionError(f"no compression in {detail!r}")
 
 
 def made_by_makedumpfile(truth: dict[str, Any]) -> bool:

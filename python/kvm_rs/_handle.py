@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar, Union, cast
 
 from . import _conventions, _native, paths
 from .errors import KvmError
 
 StrPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+#: A core file, or the parts of one split dump (`makedumpfile --split`), in any order.
+CorePaths = Union[StrPath, Sequence[StrPath]]
+#: VMCOREINFO text (`KEY=VALUE` lines) that replaces the dump's own.
+VmcoreinfoText = Union[str, bytes]
 
 _T = TypeVar("_T")
 
@@ -29,8 +33,12 @@ class KvmInfo:
     pgtable_levels: int | None
     live: bool
     truncated: bool
+    incomplete: bool
     vmcoreinfo: dict[str, str]
+    vmcoreinfo_source: str | None
     exec_format: str | None
+    pfn_range: tuple[int, int] | None
+    parts: int
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -42,6 +50,42 @@ def _fspath(value: StrPath | None, what: str) -> bytes | None:
     if not isinstance(value, (str, bytes, os.PathLike)):
         raise TypeError(f"{what} must be str, bytes or os.PathLike, not {type(value).__name__}")
     return os.fsencode(value)
+
+
+def _core_paths(value: CorePaths | None) -> list[bytes]:
+    """One core file, or a sequence of split parts; the default core file for None."""
+    if value is None:
+        return [os.fsencode(paths._PATH_MEM)]
+    if isinstance(value, (str, bytes, os.PathLike)):
+        return [os.fsencode(value)]
+    if isinstance(value, Sequence):
+        # bytes is a Sequence too, of ints: it was taken above.
+        sequence = cast("Sequence[StrPath]", value)
+        parts = [_fspath(part, "corefile part") or b"" for part in sequence]
+        if not parts:
+            raise ValueError("corefile: an empty sequence of parts")
+        return parts
+    raise TypeError(
+        "corefile must be str, bytes, os.PathLike or a sequence of them, "
+        f"not {type(value).__name__}"
+    )
+
+
+def _vmcoreinfo(value: VmcoreinfoText | None) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    raise TypeError(f"vmcoreinfo must be str or bytes, not {type(value).__name__}")
+
+
+def _defaults() -> dict[str, bytes]:
+    """The default paths, read now so callers (and tests) may reassign them."""
+    return {
+        "path_ksyms": os.fsencode(paths._PATH_KSYMS),
+        "path_unix": os.fsencode(paths._PATH_UNIX),
+        "path_devmem": os.fsencode(paths._PATH_DEVMEM),
+    }
 
 
 def _native_flags(flags: int) -> int:
@@ -72,24 +116,24 @@ CORE_SYMBOLS = _CoreSymbols()
 
 def _open_native(
     execfile: StrPath | _CoreSymbols | None,
-    corefile: StrPath | None,
+    corefile: CorePaths | None,
     swapfile: StrPath | None,
     flags: int,
+    vmcoreinfo: VmcoreinfoText | None = None,
 ) -> _native.Handle:
     """Reads the default paths now (so callers may reassign them) and opens; raises KvmError."""
     core_symbols = execfile is CORE_SYMBOLS
     exec_path = None if isinstance(execfile, _CoreSymbols) else _fspath(execfile, "execfile")
-    core_path = _fspath(corefile, "corefile")
+    core_paths = _core_paths(corefile)
     swap_path = _fspath(swapfile, "swapfile")
     return _native.open_session(
         exec_path,
-        core_path if core_path is not None else os.fsencode(paths._PATH_MEM),
+        core_paths,
         swap_path,
         _native_flags(flags),
-        os.fsencode(paths._PATH_KSYMS),
-        os.fsencode(paths._PATH_UNIX),
-        os.fsencode(paths._PATH_DEVMEM),
+        _defaults(),
         core_symbols,
+        _vmcoreinfo(vmcoreinfo),
     )
 
 
@@ -111,11 +155,13 @@ class Kvm:
     def __init__(
         self,
         execfile: StrPath | _CoreSymbols | None = None,
-        corefile: StrPath | None = None,
+        corefile: CorePaths | None = None,
         swapfile: StrPath | None = None,
         flags: int = os.O_RDONLY,
+        *,
+        vmcoreinfo: VmcoreinfoText | None = None,
     ) -> None:
-        self._adopt(_open_native(execfile, corefile, swapfile, flags), None)
+        self._adopt(_open_native(execfile, corefile, swapfile, flags, vmcoreinfo), None)
 
     def _adopt(self, native: _native.Handle, errstr: str | None) -> None:
         self._session = native
@@ -207,6 +253,23 @@ class Kvm:
                 error.partial = data
             raise error
         return data
+
+    def read_physical(self, paddr: int, size: int) -> bytes:
+        """`size` bytes of physical memory at `paddr`, with no address translation (any
+        machine); raises KvmError as `read` does (`.address` is then physical)."""
+        if size < 0:
+            raise ValueError("size must not be negative")
+        try:
+            data, error = self._call(self._session.read_physical, paddr, size)
+        except OverflowError:
+            raise ValueError(f"read of {size} bytes at {paddr:#x}: out of range") from None
+        if error is not None:
+            self._record(error)
+            if data:
+                error.partial = data
+            raise error
+        result: bytes = data
+        return result
 
     def _read_raw(self, addr: int, size: int) -> tuple[bytes, KvmError | None]:
         if size < 0:

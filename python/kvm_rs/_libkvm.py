@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _conventions
-from ._handle import Kvm, StrPath, _CoreSymbols, _open_native
+from ._handle import CorePaths, Kvm, StrPath, VmcoreinfoText, _CoreSymbols, _open_native
 from .errors import KvmError
 
 N_UNDF = 0x00
@@ -34,14 +34,16 @@ class Nlist:
 
 def open(
     execfile: StrPath | _CoreSymbols | None = None,
-    corefile: StrPath | None = None,
+    corefile: CorePaths | None = None,
     swapfile: StrPath | None = None,
     flags: int = os.O_RDONLY,
     errstr: str | None = None,
+    *,
+    vmcoreinfo: VmcoreinfoText | None = None,
 ) -> Kvm | None:
     """kvm_open(3), the Sun convention: with `errstr`, hard errors go to stderr."""
     try:
-        native = _open_native(execfile, corefile, swapfile, flags)
+        native = _open_native(execfile, corefile, swapfile, flags, vmcoreinfo)
     except KvmError as error:
         _conventions.sun_report(errstr, error.message)
         return None
@@ -50,16 +52,18 @@ def open(
 
 def openfiles(
     execfile: StrPath | _CoreSymbols | None = None,
-    corefile: StrPath | None = None,
+    corefile: CorePaths | None = None,
     swapfile: StrPath | None = None,
     flags: int = os.O_RDONLY,
     errbuf: Any = None,
+    *,
+    vmcoreinfo: VmcoreinfoText | None = None,
 ) -> Kvm | None:
     """kvm_openfiles(3), the BSD convention: a failed open's message goes into `errbuf`."""
     if errbuf is not None:
         _conventions.check_errbuf(errbuf)
     try:
-        native = _open_native(execfile, corefile, swapfile, flags)
+        native = _open_native(execfile, corefile, swapfile, flags, vmcoreinfo)
     except KvmError as error:
         _conventions.bsd_fill_errbuf(errbuf, error.message)
         return None

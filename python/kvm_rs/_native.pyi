@@ -2,6 +2,8 @@
 
 from typing import Any, final
 
+from .errors import KvmError
+
 __all__ = ["KVM_NO_FILES", "PATH_MAX", "Handle", "clear_exec_cache", "open_session", "scan"]
 
 KVM_NO_FILES: int
@@ -15,27 +17,26 @@ class Handle:
     @property
     def no_files(self) -> bool: ...
     def nlist(self, names: list[bytes]) -> list[tuple[int, int] | None]: ...
-    def read(self, addr: int, size: int) -> tuple[bytes, Any]: ...
+    def read(self, addr: int, size: int) -> tuple[bytes, KvmError | None]: ...
+    def read_physical(self, addr: int, size: int) -> tuple[bytes, KvmError | None]: ...
     def write(self, addr: int, data: bytes) -> int: ...
     def dmesg(self) -> list[str]: ...
     def info(self) -> dict[str, Any] | None: ...
 
 def open_session(
     execfile: bytes | None,
-    corefile: bytes,
+    corefiles: list[bytes],
     swapfile: bytes | None,
     flags: int,
-    path_ksyms: bytes,
-    path_unix: bytes,
-    path_devmem: bytes,
+    defaults: dict[str, bytes],
     core_symbols: bool = False,
+    vmcoreinfo: bytes | None = None,
 ) -> Handle: ...
 def scan(
     paths: list[bytes],
     execfile: bytes | None,
     threads: int,
-    path_ksyms: bytes,
-    path_unix: bytes,
-    path_devmem: bytes,
+    defaults: dict[str, bytes],
+    vmcoreinfo: bytes | None = None,
 ) -> list[dict[str, Any]]: ...
 def clear_exec_cache() -> None: ...

@@ -55,8 +55,15 @@ def _add_files(parser: argparse.ArgumentParser, core: bool = True) -> None:
             "-M",
             dest="corefile",
             metavar="COREFILE",
-            help="core file: a crash dump or /proc/kcore (default: the running kernel)",
+            action="append",
+            help="core file: a crash dump or /proc/kcore (default: the running kernel); "
+            "give it once per part of a split dump",
         )
+    parser.add_argument(
+        "--vmcoreinfo",
+        metavar="FILE",
+        help="VMCOREINFO text (KEY=VALUE lines) to use instead of the dump's own",
+    )
     parser.add_argument("--json", action="store_true", help="JSON lines on stdout")
 
 
@@ -117,7 +124,7 @@ def _live_kernel_hint(error: KvmError) -> str | None:
     return None
 
 
-def _fail(error: KvmError, corefile: str | None) -> int:
+def _fail(error: KvmError, corefile: str | list[str] | None) -> int:
     print(f"kvm-rs: {error.message}", file=sys.stderr)
     hint = _live_kernel_hint(error) if corefile is None else None
     if hint:
@@ -129,8 +136,28 @@ def _emit(obj: dict[str, Any], out: TextIO = sys.stdout) -> None:
     out.write(json.dumps(obj) + "\n")
 
 
+def _corefile(args: argparse.Namespace) -> str | list[str] | None:
+    """-M once: that file; more than once: the parts of a split dump."""
+    given: list[str] | None = args.corefile
+    if not given:
+        return None
+    return given[0] if len(given) == 1 else given
+
+
+def _vmcoreinfo(args: argparse.Namespace) -> bytes | None:
+    """The --vmcoreinfo file's text; a file that cannot be read is a usage error."""
+    if args.vmcoreinfo is None:
+        return None
+    try:
+        with open(args.vmcoreinfo, "rb") as file:
+            return file.read()
+    except OSError as error:
+        print(f"kvm-rs: --vmcoreinfo {args.vmcoreinfo}: {error.strerror}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
 def _info(kd: Kvm, args: argparse.Namespace) -> int:
-    shown = args.corefile if args.corefile is not None else paths._PATH_MEM
+    shown = " ".join(args.corefile) if args.corefile else paths._PATH_MEM
     info = kd.info.as_dict()
     if args.json:
         _emit({"corefile": shown, **info})
@@ -221,6 +248,28 @@ def _progress(done: int, total: int) -> None:
     sys.stderr.flush()
 
 
+def _describe(report: ScanReport) -> str:
+    """One line for a dump that opened: what it is, and what is wrong with it."""
+    notes = []
+    if len(report.parts) > 1:
+        notes.append(f"split dump of {len(report.parts)} parts")
+    elif report.pfn_range is not None:
+        start, end = report.pfn_range
+        notes.append(f"split part (pfn {start:#x}-{end:#x})")
+    if report.truncated:
+        notes.append("truncated")
+    if report.incomplete:
+        notes.append("incomplete")
+    if not report.readable:
+        notes.append(f"unreadable: {report.reason}")
+    flags = f" [{'; '.join(notes)}]" if notes else ""
+    names = " + ".join(report.parts) if report.parts else report.path
+    return (
+        f"{names}: {report.format} {report.compression or '-'} {report.machine or '-'} "
+        f"{report.osrelease or '-'}{flags} panic: {report.panic or '-'}"
+    )
+
+
 def _scan(args: argparse.Namespace) -> int:
     files = _collect(args.paths or [DEFAULT_SCAN_DIR])
     show_progress = sys.stderr.isatty() and not args.json
@@ -228,8 +277,13 @@ def _scan(args: argparse.Namespace) -> int:
     batch = max(1, (args.threads or os.cpu_count() or 1) * 4) if show_progress else len(files)
     reports: list[ScanReport] = []
     execfile = args.execfile if args.execfile != "core" else None
-    for start in range(0, len(files), max(batch, 1)):
-        reports.extend(scan(files[start : start + batch], execfile=execfile, threads=args.threads))
+    vmcoreinfo = _vmcoreinfo(args)
+    if show_progress:
+        batches = [files[start : start + batch] for start in range(0, len(files), max(batch, 1))]
+    else:
+        batches = [files]
+    for chunk in batches:
+        reports.extend(scan(chunk, execfile=execfile, threads=args.threads, vmcoreinfo=vmcoreinfo))
         if show_progress:
             _progress(len(reports), len(files))
     if show_progress:
@@ -238,10 +292,7 @@ def _scan(args: argparse.Namespace) -> int:
         if args.json:
             _emit(report.as_dict())
         elif report.ok:
-            print(
-                f"ok    {report.path}: {report.format} {report.compression or '-'} "
-                f"{report.osrelease or '-'} panic: {report.panic or '-'}"
-            )
+            print(f"ok    {_describe(report)}")
         else:
             print(f"FAIL  {report.error}")
     failed = sum(not r.ok for r in reports)
@@ -258,10 +309,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "scan":
         return _scan(args)
     try:
-        with Kvm(execfile=_execfile(args.execfile), corefile=args.corefile) as kd:
+        with Kvm(
+            execfile=_execfile(args.execfile),
+            corefile=_corefile(args),
+            vmcoreinfo=_vmcoreinfo(args),
+        ) as kd:
             return COMMANDS[args.command](kd, args)
     except KvmError as error:
-        return _fail(error, args.corefile)
+        return _fail(error, _corefile(args))
     except BrokenPipeError:
         # `kvm-rs dmesg | head`: the reader left; that is not an error of ours.
         sys.stderr.close()

@@ -50,6 +50,39 @@ impl fmt::Display for SymbolFault {
     }
 }
 
+/// Why a read of kernel memory failed (SPEC §13): `KvmError.reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// No translation: the page tables map nothing there.
+    NotMapped,
+    /// The dump level filtered the page out.
+    Excluded,
+    /// Outside every segment or range the dump holds.
+    NotInDump,
+    /// A page an incomplete dump never wrote.
+    Incomplete,
+    /// A page another part of a split dump holds.
+    OtherPart,
+    /// The walk needs a page table the dump lacks.
+    PageTableMissing,
+    /// Past the end of a cut file.
+    Truncated,
+}
+
+impl Reason {
+    pub fn text(self) -> &'static str {
+        match self {
+            Reason::NotMapped => "not mapped",
+            Reason::Excluded => "excluded",
+            Reason::NotInDump => "not in the dump",
+            Reason::Incomplete => "not in the dump (incomplete)",
+            Reason::OtherPart => "not in this part of a split dump",
+            Reason::PageTableMissing => "page table missing",
+            Reason::Truncated => "truncated",
+        }
+    }
+}
+
 /// A file name as the caller gave it: bytes, so a name that is not UTF-8 comes back intact.
 pub type PathName = Vec<u8>;
 
@@ -82,8 +115,29 @@ pub enum Error {
         core_value: String,
     },
     BadNamelist,
-    InvalidAddress(u64),
-    ShortRead,
+    InvalidAddress {
+        addr: u64,
+        reason: Reason,
+    },
+    /// The dump's file ends before `addr`'s bytes.
+    ShortRead {
+        addr: u64,
+    },
+    /// A read needs address translation the machine does not have.
+    NoTranslation {
+        path: PathName,
+        machine: String,
+    },
+    /// `CORE_SYMBOLS` on a dump whose VMCOREINFO names no kallsyms tables.
+    NoCoreKallsyms {
+        path: PathName,
+    },
+    /// A file given as a part of a split dump belongs to another dump.
+    NotSameDump {
+        part: PathName,
+        first: PathName,
+        field: String,
+    },
     /// `kvm_read`/`kvm_write` on a KVM_NO_FILES handle.
     NoCoreFile {
         op: &'static str,
@@ -113,7 +167,7 @@ impl Error {
 
     /// Soft errors go to the handle's error text only, never to stderr (Sun convention).
     pub fn is_soft(&self) -> bool {
-        matches!(self, Error::BadNamelist | Error::InvalidAddress(_))
+        matches!(self, Error::BadNamelist | Error::InvalidAddress { .. })
     }
 
     /// The errno of the failed system call, where there was one.
@@ -130,15 +184,28 @@ impl Error {
             Error::Os { path, .. }
             | Error::NotMemoryDevice { path }
             | Error::Core { path, .. }
-            | Error::Symbols { path, .. } => Some(path),
+            | Error::Symbols { path, .. }
+            | Error::NoTranslation { path, .. }
+            | Error::NoCoreKallsyms { path } => Some(path),
+            Error::NotSameDump { part, .. } => Some(part),
             Error::Mismatch { exec, .. } => Some(exec),
             _ => None,
         }
     }
 
+    /// The first address a read could not deliver.
     pub fn address(&self) -> Option<u64> {
         match self {
-            Error::InvalidAddress(addr) => Some(*addr),
+            Error::InvalidAddress { addr, .. } | Error::ShortRead { addr } => Some(*addr),
+            _ => None,
+        }
+    }
+
+    /// Why a read failed, where it did.
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            Error::InvalidAddress { reason, .. } => Some(*reason),
+            Error::ShortRead { .. } => Some(Reason::Truncated),
             _ => None,
         }
     }
@@ -184,10 +251,24 @@ impl Error {
             Error::ExecNameTooLong => out.extend_from_slice(b"exec file name too long"),
             Error::BadFlags => out.extend_from_slice(b"bad flags arg"),
             Error::BadNamelist => out.extend_from_slice(b"bad namelist"),
-            Error::InvalidAddress(addr) => {
+            Error::InvalidAddress { addr, .. } => {
                 let _ = write!(out, "invalid address ({addr:#x})");
             }
-            Error::ShortRead => out.extend_from_slice(b"short read"),
+            Error::ShortRead { .. } => out.extend_from_slice(b"short read"),
+            Error::NoTranslation { path, machine } => {
+                named(path, format_args!(": no address translation for {machine}"))
+            }
+            Error::NoCoreKallsyms { path } => named(
+                path,
+                format_args!(
+                    ": no kallsyms tables in VMCOREINFO (kernel before 6.0): \
+                     give a System.map, vmlinux or kallsyms file"
+                ),
+            ),
+            Error::NotSameDump { part, first, field } => {
+                named(part, format_args!(": not part of the same dump as "));
+                named(first, format_args!(" ({field})"));
+            }
             Error::NoCoreFile { op } => {
                 let _ = write!(out, "{op}: no core file (KVM_NO_FILES)");
             }

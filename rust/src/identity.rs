@@ -6,12 +6,11 @@ use std::collections::HashMap;
 use crate::errors::Error;
 use crate::formats::Core;
 use crate::symbols::{ExecFile, Symbol};
+use crate::translate::Machine;
 
-/// x86_64 maps the kernel image at and above this address (`__START_KERNEL_map`).
-pub const X86_64_IMAGE_BASE: u64 = 0xffff_ffff_8000_0000;
-
-/// Names the checks and the relocation need from the exec file, besides VMCOREINFO's.
-pub const FIXED_NAMES: [&str; 5] = ["_text", "_stext", "_end", "linux_banner", "init_top_pgt"];
+/// Names the checks and the relocation need from the exec file, besides VMCOREINFO's and
+/// the machine's page-table root.
+pub const FIXED_NAMES: [&str; 4] = ["_text", "_stext", "_end", "linux_banner"];
 
 /// Releases whose VMCOREINFO BUILD-ID is known to be garbage (upstream stable ranges).
 fn build_id_is_garbage(version: (u32, u32, u32)) -> bool {
@@ -82,7 +81,9 @@ fn mismatch(
 /// Looks up what the checks need and runs them; returns the relocation to apply.
 pub fn check(exec: &ExecFile, core: &Core, core_path: &[u8]) -> Result<Identity, Error> {
     let info = &core.vmcoreinfo;
+    let machine = core.machine_record();
     let mut names: Vec<&str> = FIXED_NAMES.to_vec();
+    names.extend(machine.map_or(&[][..], |m| m.root_symbols));
     names.extend(info.symbols().map(|(name, _)| name));
     let symbols = exec.lookup_few(&names);
     let link_time = exec.format.is_link_time();
@@ -152,20 +153,18 @@ pub fn check(exec: &ExecFile, core: &Core, core_path: &[u8]) -> Result<Identity,
     };
     let mut compared: Vec<&str> = Vec::new();
 
-    let image_floor = match core.machine.as_deref() {
-        Some("x86_64") | None => Some(X86_64_IMAGE_BASE),
-        _ => None,
-    };
+    let runtime_image = identity
+        .image_range()
+        .map(|(lo, hi)| lo.wrapping_add(kernel_offset)..hi.wrapping_add(kernel_offset));
     for (name, core_value) in info.symbols() {
         let Some(sym) = identity.symbols.get(name) else {
             continue;
         };
-        let in_image = match image_floor {
-            Some(floor) => core_value >= floor,
-            None => identity.image_range().is_some_and(|(lo, hi)| {
-                (lo.wrapping_add(kernel_offset)..hi.wrapping_add(kernel_offset))
-                    .contains(&core_value)
-            }),
+        let in_image = match machine {
+            Some(machine) => machine.in_image(core_value, runtime_image.as_ref()),
+            None => runtime_image
+                .as_ref()
+                .is_some_and(|range| range.contains(&core_value)),
         };
         if !in_image {
             continue;
@@ -194,6 +193,22 @@ impl Identity {
             kernel_offset: core.vmcoreinfo.kernel_offset().unwrap_or(0),
             thin: false,
         }
+    }
+
+    /// The runtime address of the machine's page-table root, where the exec file names it.
+    pub fn root_table(&self, machine: &Machine, link_time: bool) -> Option<u64> {
+        machine
+            .root_symbols
+            .iter()
+            .find_map(|name| self.symbols.get(*name))
+            .map(|sym| self.relocate(sym.value, link_time))
+    }
+
+    /// Runtime `[_text, _end)`, where the exec file defines both.
+    pub fn runtime_image(&self, link_time: bool) -> Option<std::ops::Range<u64>> {
+        let (lo, hi) = self.image_range()?;
+        let offset = if link_time { self.kernel_offset } else { 0 };
+        Some(lo.wrapping_add(offset)..hi.wrapping_add(offset))
     }
 
     /// Link-time `[_text, _end)`, where the exec file defines both.

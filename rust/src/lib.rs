@@ -6,11 +6,10 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod cache;
-pub mod decompress;
-pub mod dmesg;
 pub mod errors;
 pub mod formats;
 pub mod identity;
+pub mod kernel;
 pub mod mapping;
 pub mod scan;
 pub mod session;

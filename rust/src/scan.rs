@@ -2,19 +2,29 @@
 //! GIL is released by the caller), one report per path, in the order given. A dump that
 //! fails to open is a report with the SPEC's message, never an error that stops the batch.
 
+use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use crate::dmesg::Record;
-use crate::session::{Info, OpenRequest, Session};
+use crate::kernel::dmesg::Record;
+use crate::session::{DumpFacts, Info, OpenRequest, Session};
+
+/// `struct new_utsname`: six fields of 65 bytes; the release is the third.
+const UTS_FIELD: u64 = 65;
+const UTS_RELEASE: u64 = 2 * UTS_FIELD;
 
 pub struct Report {
-    pub path: Vec<u8>,
+    /// The files of this report: one dump, or every part of a split dump.
+    pub paths: Vec<Vec<u8>>,
     pub error: Option<String>,
     pub info: Option<Info>,
-    pub facts: Option<crate::session::DumpFacts>,
+    pub facts: Option<DumpFacts>,
     pub panic: Option<String>,
+    /// The kernel's memory reads back right through its own page tables.
+    pub readable: bool,
+    /// Why the dump is not readable (or, with `error`, why it did not open).
+    pub reason: Option<String>,
 }
 
 /// What the kernel said when it died: the panic line, else the first oops or BUG line.
@@ -37,57 +47,99 @@ pub fn panic_message(records: &[Record]) -> Option<String> {
         .map(|l| l.trim().to_owned())
 }
 
-fn describe(path: &[u8], template: &OpenRequest) -> Report {
+/// Reads the release at `init_uts_ns` through the kernel's page tables and compares it
+/// with VMCOREINFO's: Err is why the memory is not readable.
+fn check_readable(session: &Session) -> Result<(), String> {
+    let core = session.core().ok_or("no core file")?;
+    let info = &core.vmcoreinfo;
+    let expected = info
+        .osrelease()
+        .ok_or("VMCOREINFO has no OSRELEASE to compare with")?;
+    let uts_ns = match info.symbol("init_uts_ns") {
+        Some(addr) => addr,
+        None => session
+            .nlist(&[b"init_uts_ns".to_vec()])
+            .ok()
+            .and_then(|found| found.into_iter().flatten().next())
+            .map(|(_, value)| value)
+            .ok_or("no init_uts_ns in VMCOREINFO or the symbols")?,
+    };
+    let name = info
+        .get("OFFSET(uts_namespace.name)")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let at = uts_ns.wrapping_add(name).wrapping_add(UTS_RELEASE);
+    let (bytes, error) = session.read(at, UTS_FIELD as usize);
+    if let Some(error) = error {
+        let reason = error
+            .reason()
+            .map_or(String::new(), |r| format!(": {}", r.text()));
+        return Err(format!("init_uts_ns: {error}{reason}"));
+    }
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    let found = String::from_utf8_lossy(bytes.get(..end).unwrap_or(&[]));
+    if found != expected {
+        return Err(format!(
+            "init_uts_ns holds release {found:?}, VMCOREINFO says {expected:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn describe(paths: &[Vec<u8>], template: &OpenRequest) -> Report {
     let mut request = template.clone();
-    request.corefile = path.to_vec();
+    request.corefiles = paths.to_vec();
     match Session::open(&request) {
         Err(error) => Report {
-            path: path.to_vec(),
+            paths: paths.to_vec(),
+            reason: error.reason().map(|r| r.text().to_owned()),
             error: Some(error.to_string()),
             info: None,
             facts: None,
             panic: None,
+            readable: false,
         },
         Ok(session) => {
+            let readable = check_readable(&session);
             let panic = session
                 .dmesg()
                 .ok()
                 .and_then(|records| panic_message(&records));
             Report {
-                path: path.to_vec(),
+                paths: paths.to_vec(),
                 error: None,
                 info: session.info(),
                 facts: session.dump_facts(),
                 panic,
+                readable: readable.is_ok(),
+                reason: readable.err(),
             }
         }
     }
 }
 
-pub fn scan(paths: &[Vec<u8>], template: &OpenRequest, threads: usize) -> Vec<Report> {
+/// Runs `work` over `jobs` in `threads` threads, largest first; results in job order.
+fn run_all<J: Sync, R: Send>(
+    jobs: &[J],
+    size: impl Fn(&J) -> u64,
+    threads: usize,
+    work: impl Fn(&J) -> R + Sync,
+) -> Vec<R> {
     // Largest files first: one big dump started last would leave the other threads idle.
-    let mut order: Vec<(u64, usize)> = paths
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let size = std::fs::metadata(std::path::Path::new(std::ffi::OsStr::from_bytes(p)))
-                .map_or(0, |m| m.len());
-            (size, i)
-        })
-        .collect();
+    let mut order: Vec<(u64, usize)> = jobs.iter().enumerate().map(|(i, j)| (size(j), i)).collect();
     order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     let next = AtomicUsize::new(0);
-    let slots: Mutex<Vec<Option<Report>>> = Mutex::new((0..paths.len()).map(|_| None).collect());
-    let workers = threads.clamp(1, paths.len().max(1));
+    let slots: Mutex<Vec<Option<R>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
+    let workers = threads.clamp(1, jobs.len().max(1));
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
                 while let Some(&(_, index)) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let Some(path) = paths.get(index) else { break };
-                    let report = describe(path, template);
+                    let Some(job) = jobs.get(index) else { break };
+                    let result = work(job);
                     let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
                     if let Some(slot) = slots.get_mut(index) {
-                        *slot = Some(report);
+                        *slot = Some(result);
                     }
                 }
             });
@@ -99,6 +151,69 @@ pub fn scan(paths: &[Vec<u8>], template: &OpenRequest, threads: usize) -> Vec<Re
         .into_iter()
         .flatten()
         .collect()
+}
+
+fn file_size(path: &[u8]) -> u64 {
+    std::fs::metadata(std::path::Path::new(std::ffi::OsStr::from_bytes(path)))
+        .map_or(0, |m| m.len())
+}
+
+/// One report per dump, in the order of `paths`; the parts of a split dump found among
+/// them are opened together and reported once, where the first of them stands.
+pub fn scan(paths: &[Vec<u8>], template: &OpenRequest, threads: usize) -> Vec<Report> {
+    let singles: Vec<Vec<Vec<u8>>> = paths.iter().map(|p| vec![p.clone()]).collect();
+    let mut reports = run_all(
+        &singles,
+        |p| p.iter().map(|f| file_size(f)).sum(),
+        threads,
+        |p| describe(p, template),
+    );
+    // Parts of one dump carry the same VMCOREINFO (it names the boot and the crash time).
+    let mut groups: HashMap<Vec<(String, String)>, Vec<usize>> = HashMap::new();
+    for (index, report) in reports.iter().enumerate() {
+        if let Some(info) = report.info.as_ref().filter(|i| i.pfn_range.is_some()) {
+            groups
+                .entry(info.vmcoreinfo.clone())
+                .or_default()
+                .push(index);
+        }
+    }
+    let sets: Vec<Vec<usize>> = groups.into_values().filter(|g| g.len() > 1).collect();
+    if sets.is_empty() {
+        return reports;
+    }
+    let set_paths: Vec<Vec<Vec<u8>>> = sets
+        .iter()
+        .map(|set| {
+            set.iter()
+                .filter_map(|&i| reports.get(i))
+                .flat_map(|r| r.paths.clone())
+                .collect()
+        })
+        .collect();
+    let mut joined = run_all(
+        &set_paths,
+        |p| p.iter().map(|f| file_size(f)).sum(),
+        threads,
+        |p| describe(p, template),
+    );
+    let mut absorbed = vec![false; reports.len()];
+    for (set, report) in sets.iter().zip(joined.drain(..)) {
+        let Some((&first, rest)) = set.split_first() else {
+            continue;
+        };
+        if let Some(slot) = reports.get_mut(first) {
+            *slot = report;
+        }
+        for &part in rest {
+            if let Some(flag) = absorbed.get_mut(part) {
+                *flag = true;
+            }
+        }
+    }
+    let mut kept = absorbed.iter();
+    reports.retain(|_| !kept.next().copied().unwrap_or(false));
+    reports
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ pub fn to_py(py: Python<'_>, err: &Error) -> PyErr {
             err.errno(),
             filename,
             err.address(),
+            err.reason().map(|r| r.text()),
         ))?;
         Ok(PyErr::from_value(exc))
     };

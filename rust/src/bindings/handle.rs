@@ -76,6 +76,18 @@ impl Handle {
         detached(py, move || session.nlist(&names))
     }
 
+    /// Physical memory: `(bytes read, error or None)`, as `read`; detached.
+    fn read_physical<'py>(
+        &self,
+        py: Python<'py>,
+        addr: u64,
+        size: usize,
+    ) -> PyResult<(Bound<'py, PyBytes>, Option<PyErr>)> {
+        let session = self.session(py)?;
+        let (data, error) = py.detach(|| session.read_physical(addr, size));
+        Ok((PyBytes::new(py, &data), error.map(|e| to_py(py, &e))))
+    }
+
     /// `kvm_read`: `(bytes read, error or None)`. The error is returned, not raised: a short
     /// read carries both data and an error. The bytes are written straight into the new
     /// Python object; reads of 64 KiB and more run detached.
@@ -150,37 +162,51 @@ fn info_dict(py: Python<'_>, info: Info) -> PyResult<Bound<'_, PyDict>> {
     dict.set_item("pgtable_levels", info.pgtable_levels)?;
     dict.set_item("live", info.live)?;
     dict.set_item("truncated", info.truncated)?;
+    dict.set_item("incomplete", info.incomplete)?;
     let raw = PyDict::new(py);
     for (key, value) in info.vmcoreinfo {
         raw.set_item(key, value)?;
     }
     dict.set_item("vmcoreinfo", raw)?;
+    dict.set_item("vmcoreinfo_source", info.vmcoreinfo_source)?;
     dict.set_item("exec_format", info.exec_format)?;
+    dict.set_item("pfn_range", info.pfn_range)?;
+    dict.set_item("parts", info.parts)?;
     Ok(dict)
 }
 
-/// `kvm_rs.scan`: opens every path in `threads` worker threads, detached; one dict per path.
-#[allow(clippy::too_many_arguments)]
+/// The default paths (SPEC §1) as the Python layer reads them at call time: a dict.
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+pub struct Defaults {
+    path_ksyms: Vec<u8>,
+    path_unix: Vec<u8>,
+    path_devmem: Vec<u8>,
+}
+
+/// `kvm_rs.scan`: opens every path in `threads` worker threads, detached; one dict per
+/// dump (the parts of a split dump together).
 #[pyfunction]
-#[pyo3(signature = (paths, execfile, threads, path_ksyms, path_unix, path_devmem))]
+#[pyo3(signature = (paths, execfile, threads, defaults, vmcoreinfo=None))]
 pub fn scan<'py>(
     py: Python<'py>,
     paths: Vec<Vec<u8>>,
     execfile: Option<Vec<u8>>,
     threads: usize,
-    path_ksyms: Vec<u8>,
-    path_unix: Vec<u8>,
-    path_devmem: Vec<u8>,
+    defaults: Defaults,
+    vmcoreinfo: Option<Vec<u8>>,
 ) -> PyResult<Vec<Bound<'py, PyDict>>> {
     let template = OpenRequest {
         core_symbols: execfile.is_none(),
+        symbols_optional: true,
         execfile,
-        corefile: Vec::new(),
+        corefiles: Vec::new(),
         swapfile: None,
         flags: i64::from(libc::O_RDONLY),
-        path_ksyms,
-        path_unix,
-        path_devmem,
+        path_ksyms: defaults.path_ksyms,
+        path_unix: defaults.path_unix,
+        path_devmem: defaults.path_devmem,
+        vmcoreinfo,
     };
     let reports = py.detach(|| crate::scan::scan(&paths, &template, threads));
     reports
@@ -190,13 +216,18 @@ pub fn scan<'py>(
                 Some(info) => info_dict(py, info)?,
                 None => PyDict::new(py),
             };
-            dict.set_item("path", PyBytes::new(py, &report.path))?;
+            let first = report.paths.first().cloned().unwrap_or_default();
+            dict.set_item("path", PyBytes::new(py, &first))?;
+            let parts: Vec<Bound<'py, PyBytes>> =
+                report.paths.iter().map(|p| PyBytes::new(py, p)).collect();
+            dict.set_item("parts", parts)?;
             dict.set_item("ok", report.error.is_none())?;
             dict.set_item("error", report.error)?;
+            dict.set_item("readable", report.readable)?;
+            dict.set_item("reason", report.reason)?;
             let facts = report.facts;
             dict.set_item("crash_time", facts.as_ref().and_then(|f| f.crash_time))?;
             dict.set_item("dump_level", facts.as_ref().and_then(|f| f.dump_level))?;
-            dict.set_item("incomplete", facts.as_ref().is_some_and(|f| f.incomplete))?;
             dict.set_item("dumped_pages", facts.as_ref().and_then(|f| f.dumped_pages))?;
             dict.set_item("panic", report.panic)?;
             Ok(dict)
@@ -205,28 +236,30 @@ pub fn scan<'py>(
 }
 
 #[allow(clippy::too_many_arguments)]
+/// `kvm_open`: every core file given (more than one: a split dump's parts); detached.
 #[pyfunction]
-#[pyo3(signature = (execfile, corefile, swapfile, flags, path_ksyms, path_unix, path_devmem, core_symbols=false))]
+#[pyo3(signature = (execfile, corefiles, swapfile, flags, defaults, core_symbols=false, vmcoreinfo=None))]
 pub fn open_session(
     py: Python<'_>,
     execfile: Option<Vec<u8>>,
-    corefile: Vec<u8>,
+    corefiles: Vec<Vec<u8>>,
     swapfile: Option<Vec<u8>>,
     flags: i64,
-    path_ksyms: Vec<u8>,
-    path_unix: Vec<u8>,
-    path_devmem: Vec<u8>,
+    defaults: Defaults,
     core_symbols: bool,
+    vmcoreinfo: Option<Vec<u8>>,
 ) -> PyResult<Handle> {
     let request = OpenRequest {
         execfile,
-        corefile,
+        corefiles,
         swapfile,
         flags,
-        path_ksyms,
-        path_unix,
-        path_devmem,
+        path_ksyms: defaults.path_ksyms,
+        path_unix: defaults.path_unix,
+        path_devmem: defaults.path_devmem,
         core_symbols,
+        symbols_optional: false,
+        vmcoreinfo,
     };
     let session = detached(py, move || Session::open(&request))?;
     Ok(Handle::new(session))

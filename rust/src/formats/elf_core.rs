@@ -6,17 +6,21 @@
 
 use std::sync::{Arc, OnceLock};
 
-use super::segments::SegmentIndex;
+use super::notes::{Note, Notes};
+use super::segments::{Segment, SegmentIndex};
 use super::vmcoreinfo::{VmcoreInfo, MAX_VMCOREINFO};
-use super::{machine_name, Core, Fields, Layout};
+use super::{Address, Core, CoreFormat, Fields, FormatFacts, Gap, Stop, VmcoreinfoSource};
 use crate::errors::CoreFault;
 use crate::mapping::Medium;
+use crate::translate;
 
 const ET_CORE: u16 = 4;
 const PT_LOAD: u32 = 1;
 const PT_NOTE: u32 = 4;
 const PN_XNUM: u16 = 0xffff;
 const NT_PRSTATUS: u32 = 1;
+/// makedumpfile's `e_flags` bit for a dump that ran out of space.
+const ELF_FLAG_INCOMPLETE: u32 = 0x1;
 
 /// More program headers than any machine has memory ranges (a QEMU paging dump of a few
 /// GiB has ~10^5); bounds what a hostile header can make us allocate.
@@ -24,19 +28,11 @@ const MAX_PHNUM: u64 = 1 << 24;
 /// Total note bytes we are willing to read.
 const MAX_NOTES: u64 = 64 << 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment {
-    pub vaddr: u64,
-    pub paddr: u64,
-    pub offset: u64,
-    pub filesz: u64,
-    pub memsz: u64,
-}
-
 pub struct ElfCore {
     pub class64: bool,
     pub big_endian: bool,
     pub e_machine: u16,
+    pub e_flags: u32,
     pub loads: Vec<Segment>,
     /// PT_LOADs by kernel virtual address (where p_vaddr is one) and by physical address,
     /// each built on the first read that needs it, as the kdump rank index is: open stays
@@ -50,6 +46,9 @@ pub struct ElfCore {
     pub qemu_notes: usize,
     /// Some PT_LOAD data lies past the end of the file.
     pub truncated: bool,
+    /// The kernel's page size, for counting dumped pages.
+    page_size: u64,
+    medium: Arc<dyn Medium>,
 }
 
 struct Ehdr {
@@ -57,6 +56,7 @@ struct Ehdr {
     big_endian: bool,
     e_type: u16,
     e_machine: u16,
+    e_flags: u32,
     phoff: u64,
     shoff: u64,
     phentsize: u16,
@@ -113,16 +113,18 @@ fn parse_ehdr(medium: &dyn Medium) -> Result<Ehdr, CoreFault> {
     let bad = || truncated("ELF header");
     let e_type = f.u16(16).ok_or_else(bad)?;
     let e_machine = f.u16(18).ok_or_else(bad)?;
-    let (phoff, shoff, rest) = if class64 {
-        (f.u64(32), f.u64(40), 52)
+    let (phoff, shoff, flags_at) = if class64 {
+        (f.u64(32), f.u64(40), 48)
     } else {
-        (f.u32(28).map(u64::from), f.u32(32).map(u64::from), 40)
+        (f.u32(28).map(u64::from), f.u32(32).map(u64::from), 36)
     };
+    let rest = flags_at + 4;
     Ok(Ehdr {
         class64,
         big_endian,
         e_type,
         e_machine,
+        e_flags: f.u32(flags_at).ok_or_else(bad)?,
         phoff: phoff.ok_or_else(bad)?,
         shoff: shoff.ok_or_else(bad)?,
         phentsize: f.u16(rest + 2).ok_or_else(bad)?,
@@ -153,8 +155,14 @@ fn program_header_count(medium: &dyn Medium, eh: &Ehdr) -> Result<u64, CoreFault
     Ok(u64::from(info))
 }
 
-pub fn parse(medium: &dyn Medium) -> Result<ElfCore, CoreFault> {
-    let eh = parse_ehdr(medium)?;
+/// Validates an ELF core and describes it as `format` (`elf`, `kcore`, `flattened`).
+pub fn open(medium: Arc<dyn Medium>, live: bool, format: &'static str) -> Result<Core, CoreFault> {
+    let elf = parse(medium)?;
+    Ok(elf.into_core(if live { "kcore" } else { format }, live))
+}
+
+fn parse(medium: Arc<dyn Medium>) -> Result<ElfCore, CoreFault> {
+    let eh = parse_ehdr(medium.as_ref())?;
     if eh.e_type != ET_CORE {
         let name = match eh.e_type {
             0 => "ET_NONE".to_owned(),
@@ -165,14 +173,14 @@ pub fn parse(medium: &dyn Medium) -> Result<ElfCore, CoreFault> {
         };
         return Err(invalid(format!("ELF type {name}, not ET_CORE")));
     }
-    if machine_name(eh.e_machine).is_none() {
+    if translate::elf_machine(eh.e_machine, eh.class64).is_none() {
         return Err(invalid(format!("unsupported machine {}", eh.e_machine)));
     }
     let phsize: u16 = if eh.class64 { 56 } else { 32 };
     if eh.phentsize != phsize {
         return Err(invalid(format!("e_phentsize {}", eh.phentsize)));
     }
-    let phnum = program_header_count(medium, &eh)?;
+    let phnum = program_header_count(medium.as_ref(), &eh)?;
     if phnum == 0 {
         return Err(invalid("no program headers".into()));
     }
@@ -238,6 +246,7 @@ pub fn parse(medium: &dyn Medium) -> Result<ElfCore, CoreFault> {
         class64: eh.class64,
         big_endian: eh.big_endian,
         e_machine: eh.e_machine,
+        e_flags: eh.e_flags,
         loads,
         by_vaddr: OnceLock::new(),
         by_paddr: OnceLock::new(),
@@ -245,6 +254,8 @@ pub fn parse(medium: &dyn Medium) -> Result<ElfCore, CoreFault> {
         cpus: 0,
         qemu_notes: 0,
         truncated: truncated_data,
+        page_size: super::host_page_size(),
+        medium: Arc::clone(&medium),
     };
     let mut note_bytes = 0u64;
     for seg in notes {
@@ -252,7 +263,7 @@ pub fn parse(medium: &dyn Medium) -> Result<ElfCore, CoreFault> {
         if note_bytes > MAX_NOTES {
             return Err(invalid("notes larger than 64 MiB".into()));
         }
-        let raw = read_exact(medium, seg.offset, seg.filesz, "notes")?;
+        let raw = read_exact(medium.as_ref(), seg.offset, seg.filesz, "notes")?;
         for note in Notes::new(&raw, eh.big_endian) {
             let note = note?;
             core.take_note(&note);
@@ -300,83 +311,92 @@ impl ElfCore {
         }
     }
 
-    pub fn into_core(mut self, medium: Arc<dyn Medium>, live: bool) -> Core {
+    fn into_core(mut self, format: &'static str, live: bool) -> Core {
+        let vmcoreinfo = std::mem::take(&mut self.vmcoreinfo);
+        if let Some(size) = vmcoreinfo.page_size().filter(|&s| s > 0) {
+            self.page_size = size;
+        }
         Core {
-            format: if live { "kcore" } else { "elf" },
+            format,
             compression: None,
-            machine: machine_name(self.e_machine).map(str::to_owned),
-            page_size: self.vmcoreinfo.page_size(),
-            vmcoreinfo: std::mem::take(&mut self.vmcoreinfo),
+            machine: translate::elf_machine(self.e_machine, self.class64)
+                .map(|m| m.name.to_owned()),
+            page_size: vmcoreinfo.page_size(),
+            vmcoreinfo_source: (!vmcoreinfo.is_empty()).then_some(VmcoreinfoSource::Note),
+            vmcoreinfo,
             header_release: None,
             truncated: self.truncated,
+            incomplete: !live && self.e_flags & ELF_FLAG_INCOMPLETE != 0,
             live,
-            layout: Layout::Elf(self),
-            medium,
+            big_endian: self.big_endian,
+            writable: format != "flattened",
+            body: Box::new(self),
         }
     }
 }
 
-/// One ELF note: name without its NUL, type, descriptor bytes.
-pub struct Note<'a> {
-    pub name: &'a [u8],
-    pub n_type: u32,
-    pub desc: &'a [u8],
-}
+impl CoreFormat for ElfCore {
+    fn read_phys(&self, paddr: u64, buf: &mut [u8]) -> Result<(), Stop> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = paddr
+                .checked_add(done as u64)
+                .ok_or((done, Gap::NotInDump))?;
+            let rest = buf.get_mut(done..).unwrap_or(&mut []);
+            let piece = self.by_paddr().find(at).ok_or((done, Gap::NotInDump))?;
+            done += piece
+                .copy(self.medium.as_ref(), at, rest)
+                .map_err(|(partial, gap)| (done + partial, gap))?;
+        }
+        Ok(())
+    }
 
-/// Iterates the notes of a note segment; a note that runs past the segment is an error.
-pub struct Notes<'a> {
-    raw: &'a [u8],
-    big_endian: bool,
-    pos: usize,
-}
+    fn read_virt(&self, va: u64, buf: &mut [u8]) -> Option<Result<usize, Stop>> {
+        let piece = self.by_vaddr().find(va)?;
+        Some(piece.copy(self.medium.as_ref(), va, buf))
+    }
 
-impl<'a> Notes<'a> {
-    pub fn new(raw: &'a [u8], big_endian: bool) -> Notes<'a> {
-        Notes {
-            raw,
-            big_endian,
-            pos: 0,
+    fn write_extent(&self, addr: Address, want: usize) -> Result<(u64, usize), Gap> {
+        let (piece, at) = match addr {
+            Address::Virtual(va) => (self.by_vaddr().find(va), va),
+            Address::Physical(pa) => (self.by_paddr().find(pa), pa),
+        };
+        let (offset, n) = piece
+            .and_then(|p| p.file_extent(at, want))
+            .ok_or(Gap::NotInDump)?;
+        // Never past the end of the file: a write must not grow a cut dump.
+        let in_file = self.medium.size().saturating_sub(offset).min(n as u64) as usize;
+        if in_file == 0 {
+            return Err(Gap::Truncated);
+        }
+        Ok((offset, in_file))
+    }
+
+    fn facts(&self) -> FormatFacts {
+        FormatFacts {
+            dump_level: None,
+            dumped_pages: Some(
+                self.by_paddr()
+                    .pieces()
+                    .iter()
+                    .map(|p| p.file_len)
+                    .sum::<u64>()
+                    / self.page_size.max(1),
+            ),
+            pfn_range: None,
+            parts: 1,
         }
     }
-}
 
-fn align4(n: usize) -> Option<usize> {
-    n.checked_add(3).map(|v| v & !3)
-}
+    fn segments(&self) -> &[Segment] {
+        &self.loads
+    }
 
-impl<'a> Iterator for Notes<'a> {
-    type Item = Result<Note<'a>, CoreFault>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let rest = self.raw.get(self.pos..)?;
-        // Producers pad the segment with zeros; an all-zero header ends the list.
-        if rest.len() < 12 || rest.iter().take(12).all(|&b| b == 0) {
-            return None;
-        }
-        let f = Fields::new(rest, self.big_endian);
-        let malformed = || Some(Err(CoreFault::Invalid("malformed note".into())));
-        let (Some(namesz), Some(descsz), Some(n_type)) = (f.u32(0), f.u32(4), f.u32(8)) else {
-            return malformed();
-        };
-        let name_start = 12usize;
-        let Some(desc_start) = align4(namesz as usize).and_then(|n| n.checked_add(name_start))
-        else {
-            return malformed();
-        };
-        let Some(desc_end) = desc_start.checked_add(descsz as usize) else {
-            return malformed();
-        };
-        let (Some(name), Some(desc)) = (
-            rest.get(name_start..name_start + namesz as usize),
-            rest.get(desc_start..desc_end),
-        ) else {
-            return malformed();
-        };
-        let name = name.strip_suffix(b"\0").unwrap_or(name);
-        self.pos = match align4(desc_end).and_then(|n| n.checked_add(self.pos)) {
-            Some(next) => next,
-            None => self.raw.len(),
-        };
-        Some(Ok(Note { name, n_type, desc }))
+    fn physical_ranges(&self) -> Vec<(u64, u64)> {
+        self.by_paddr()
+            .pieces()
+            .iter()
+            .map(|p| (p.start, p.start.saturating_add(p.file_len)))
+            .collect()
     }
 }

@@ -9,20 +9,16 @@
 
 use std::sync::{Arc, OnceLock};
 
-use super::elf_core::Notes;
+use super::codec::{self, decompress, COMPRESSION_MASK};
+use super::notes::Notes;
 use super::vmcoreinfo::{VmcoreInfo, MAX_VMCOREINFO};
-use super::Gap;
-use super::{machine_is_64bit, Core, Fields, Layout};
+use super::{Address, Core, CoreFormat, Fields, FormatFacts, Gap, Stop, VmcoreinfoSource};
 use crate::cache::PageCache;
-use crate::decompress::{decompress, COMPRESSION_MASK};
 use crate::errors::CoreFault;
 use crate::mapping::Medium;
+use crate::translate;
 
-pub const DUMP_DH_COMPRESSED_ZLIB: u32 = 0x1;
-pub const DUMP_DH_COMPRESSED_LZO: u32 = 0x2;
-pub const DUMP_DH_COMPRESSED_SNAPPY: u32 = 0x4;
 pub const DUMP_DH_COMPRESSED_INCOMPLETE: u32 = 0x8;
-pub const DUMP_DH_COMPRESSED_ZSTD: u32 = 0x20;
 pub const PAGE_DESC_SIZE: u64 = 24;
 /// How many of the last page descriptors open reads to find where the page data ends.
 const TAIL_DESCRIPTORS: u64 = 256;
@@ -32,6 +28,8 @@ const UTSNAME_OFFSET: usize = 12;
 const MAX_BLOCK_SIZE: u32 = 1 << 20;
 /// 2^52 page frames cover any physical address space a 64-bit machine can have.
 const MAX_MAPNR: u64 = 1 << 52;
+/// makedumpfile writes versions 0 to 6; a larger one is another byte order's reading.
+const MAX_HEADER_VERSION: u32 = 100;
 
 pub fn has_signature(head: &[u8]) -> bool {
     head.starts_with(b"KDUMP   ") || head.starts_with(b"DISKDUMP")
@@ -43,7 +41,7 @@ pub struct Abi {
     pub big_endian: bool,
     /// `long` is 8 bytes.
     pub wide: bool,
-    /// `long long`/`off_t` are 8-aligned (all but i386).
+    /// `long long`/`off_t` are 8-aligned (the machine record says; most machines).
     pub llong_align8: bool,
 }
 
@@ -77,14 +75,22 @@ pub struct KdumpCore {
     pub phys_base: Option<u64>,
     pub dump_level: Option<u32>,
     pub vmcoreinfo: VmcoreInfo,
-    /// File offset of the second (dumpable) bitmap, and its length in bytes.
+    /// The page frames `[start, end)` of a `--split` part: its descriptors cover only these.
+    pub pfn_range: Option<(u64, u64)>,
+    /// The headers with the split fields blanked: equal in every part of one split dump.
+    pub shared_header: Vec<u8>,
+    /// File offsets of the memory bitmap (pages that exist) and of the dumpable bitmap
+    /// (pages written), and the length of each in bytes (bits below max_mapnr).
+    pub memory_bitmap: u64,
     pub dumpable_bitmap: (u64, u64),
     pub descriptors_offset: u64,
+    /// Pages this file holds (in its pfn range).
     pub dumped_pages: u64,
     pub truncated: bool,
     /// Built on the first page read, not at open.
     rank: OnceLock<Result<RankIndex, String>>,
     pages: PageCache,
+    medium: Arc<dyn Medium>,
 }
 
 /// Which page frames the dump holds, and each one's position in the descriptor table:
@@ -92,12 +98,14 @@ pub struct KdumpCore {
 struct RankIndex {
     words: Vec<u64>,
     block_counts: Vec<u64>,
+    /// Set bits below the part's first page frame: its first descriptor's rank.
+    base: u64,
 }
 
 const WORDS_PER_BLOCK: usize = 8;
 
 impl RankIndex {
-    fn build(bitmap: &[u8], max_mapnr: u64) -> RankIndex {
+    fn build(bitmap: &[u8], max_mapnr: u64, start_pfn: u64) -> RankIndex {
         let mut words: Vec<u64> = bitmap
             .chunks(8)
             .map(|chunk| {
@@ -118,31 +126,75 @@ impl RankIndex {
             block_counts.push(total);
             total += block.iter().map(|w| u64::from(w.count_ones())).sum::<u64>();
         }
-        RankIndex {
+        // The count at the end, so a pfn at the end of the last block has its entry.
+        block_counts.push(total);
+        let mut index = RankIndex {
             words,
             block_counts,
-        }
+            base: 0,
+        };
+        index.base = index.count_below(start_pfn);
+        index
     }
 
-    /// The descriptor index of `pfn`, or None when the dump does not hold it.
-    fn rank(&self, pfn: u64) -> Option<u64> {
-        let word_at = usize::try_from(pfn / 64).ok()?;
-        let bit = pfn % 64;
-        let word = *self.words.get(word_at)?;
-        if word & (1 << bit) == 0 {
-            return None;
-        }
+    /// Set bits below `pfn` (all of them, for a pfn past the bitmap).
+    fn count_below(&self, pfn: u64) -> u64 {
+        let pfn = pfn.min((self.words.len() as u64).saturating_mul(64));
+        let word_at = (pfn / 64) as usize;
         let block = word_at / WORDS_PER_BLOCK;
-        let before_block = *self.block_counts.get(block)?;
+        let before_block = self.block_counts.get(block).copied().unwrap_or(0);
         let in_block: u64 = self
             .words
-            .get(block * WORDS_PER_BLOCK..word_at)?
+            .get(block * WORDS_PER_BLOCK..word_at)
+            .unwrap_or(&[])
             .iter()
             .map(|w| u64::from(w.count_ones()))
             .sum();
-        let in_word = u64::from((word & ((1 << bit) - 1)).count_ones());
-        Some(before_block + in_block + in_word)
+        let word = self.words.get(word_at).copied().unwrap_or(0);
+        let in_word = u64::from((word & ((1 << (pfn % 64)) - 1)).count_ones());
+        before_block + in_block + in_word
     }
+
+    /// The descriptor index of `pfn` in this file, or None when the dump does not hold it.
+    fn rank(&self, pfn: u64) -> Option<u64> {
+        let word = *self.words.get(usize::try_from(pfn / 64).ok()?)?;
+        if word & (1 << (pfn % 64)) == 0 {
+            return None;
+        }
+        self.count_below(pfn).checked_sub(self.base)
+    }
+}
+
+/// Set bits of `bitmap` (little-endian bit order) in `[from, to)`.
+fn count_bits(bitmap: &[u8], from: u64, to: u64) -> u64 {
+    let mut count = 0u64;
+    let mut bit = from;
+    while bit < to && bit % 8 != 0 {
+        count += u64::from(bitmap.get((bit / 8) as usize).copied().unwrap_or(0) >> (bit % 8) & 1);
+        bit += 1;
+    }
+    let whole_to = to - to % 8;
+    if bit < whole_to {
+        let bytes = bitmap
+            .get((bit / 8) as usize..(whole_to / 8) as usize)
+            .unwrap_or(&[]);
+        let mut words = bytes.chunks_exact(8);
+        count += words
+            .by_ref()
+            .map(|w| u64::from(u64::from_le_bytes(w.try_into().unwrap_or([0; 8])).count_ones()))
+            .sum::<u64>();
+        count += words
+            .remainder()
+            .iter()
+            .map(|b| u64::from(b.count_ones()))
+            .sum::<u64>();
+        bit = whole_to;
+    }
+    while bit < to {
+        count += u64::from(bitmap.get((bit / 8) as usize).copied().unwrap_or(0) >> (bit % 8) & 1);
+        bit += 1;
+    }
+    count
 }
 
 fn truncated(what: &str) -> CoreFault {
@@ -170,36 +222,80 @@ fn plausible_block_size(size: u32) -> bool {
     size.is_power_of_two() && (512..=MAX_BLOCK_SIZE).contains(&size)
 }
 
-/// Picks the byte order and `long` width under which the header makes sense.
+/// The `disk_dump_header` fields after utsname, as one ABI reads them.
+struct HeaderFields {
+    header_version: u32,
+    status: u32,
+    block_size: u64,
+    sub_hdr_size: u64,
+    bitmap_blocks: u64,
+    max_mapnr_32: u64,
+    /// None in a header cut before it (open then says the header is truncated).
+    nr_cpus: Option<u32>,
+}
+
+impl HeaderFields {
+    fn read(head: &[u8], abi: Abi) -> Option<HeaderFields> {
+        let f = Fields::new(head, abi.big_endian);
+        let s = abi.status_offset();
+        Some(HeaderFields {
+            header_version: f.u32(8)?,
+            status: f.u32(s)?,
+            block_size: u64::from(f.u32(s + 4)?),
+            sub_hdr_size: u64::from(f.u32(s + 8)?),
+            bitmap_blocks: u64::from(f.u32(s + 12)?),
+            max_mapnr_32: u64::from(f.u32(s + 16)?),
+            nr_cpus: f.u32(s + 36),
+        })
+    }
+
+    /// Does the header make sense under this ABI? (libkdumpfile's `try_header`, plus a
+    /// sub-header where the version has one.) A 32-bit header read with 64-bit offsets puts
+    /// max_mapnr where block_size belongs; a power of two passes as a block size, but the
+    /// fields after it then fail.
+    fn consistent(&self) -> bool {
+        let Ok(block_size) = u32::try_from(self.block_size) else {
+            return false;
+        };
+        plausible_block_size(block_size)
+            && self.header_version <= MAX_HEADER_VERSION
+            && (self.header_version == 0 || self.sub_hdr_size > 0)
+            && self.bitmap_blocks > 0
+            && self
+                .bitmap_blocks
+                .saturating_mul(self.block_size)
+                .saturating_mul(8)
+                >= self.max_mapnr_32
+    }
+}
+
+/// Picks the byte order and `long` width under which the header makes sense: the machine
+/// named in utsname fixes the width where we know it; the byte order is tried both ways.
 fn detect_abi(head: &[u8], machine: &str) -> Result<Abi, CoreFault> {
-    let version_le = Fields::new(head, false).u32(8).unwrap_or(0);
-    let big_endian = !(1..=1000).contains(&version_le);
-    let widths: &[bool] = match machine_is_64bit(machine) {
-        Some(true) => &[true],
-        Some(false) => &[false],
+    let record = translate::machine(machine);
+    let widths: &[bool] = match record {
+        Some(m) if m.wide => &[true],
+        Some(_) => &[false],
         None => &[true, false],
     };
-    for &wide in widths {
-        let abi = Abi {
-            big_endian,
-            wide,
-            llong_align8: wide || !machine.starts_with('i'),
-        };
-        let f = Fields::new(head, big_endian);
-        if f.u32(abi.status_offset() + 4)
-            .is_some_and(plausible_block_size)
-        {
-            return Ok(abi);
+    let mut first = None;
+    for big_endian in [false, true] {
+        for &wide in widths {
+            let abi = Abi {
+                big_endian,
+                wide,
+                llong_align8: wide || record.is_none_or(|m| m.long_long_align8),
+            };
+            let fields = HeaderFields::read(head, abi);
+            if fields.as_ref().is_some_and(HeaderFields::consistent) {
+                return Ok(abi);
+            }
+            first.get_or_insert((abi, fields));
         }
     }
-    let abi = Abi {
-        big_endian,
-        wide: widths.first().copied().unwrap_or(true),
-        llong_align8: true,
-    };
-    let block_size = Fields::new(head, big_endian)
-        .u32(abi.status_offset() + 4)
-        .unwrap_or(0);
+    let block_size = first
+        .and_then(|(_, fields)| fields)
+        .map_or(0, |f| f.block_size);
     Err(invalid(format!("block_size {block_size}")))
 }
 
@@ -207,14 +303,17 @@ fn detect_abi(head: &[u8], machine: &str) -> Result<Abi, CoreFault> {
 struct SubLayout {
     phys_base: usize,
     dump_level: usize,
+    split: usize,
+    start_pfn: usize,
+    end_pfn: usize,
     offset_vmcoreinfo: usize,
     size_vmcoreinfo: usize,
     offset_note: usize,
     size_note: usize,
+    start_pfn_64: usize,
+    end_pfn_64: usize,
     max_mapnr_64: usize,
-    end_v3: usize,
-    end_v4: usize,
-    end_v6: usize,
+    long: usize,
 }
 
 impl SubLayout {
@@ -230,34 +329,59 @@ impl SubLayout {
         };
         let phys_base = field(long, long);
         let dump_level = field(4, 4);
-        let _split = field(4, 4);
-        let _start_pfn = field(long, long);
-        let _end_pfn = field(long, long);
+        let split = field(4, 4);
+        let start_pfn = field(long, long);
+        let end_pfn = field(long, long);
         let offset_vmcoreinfo = field(8, ll_align);
         let size_vmcoreinfo = field(long, long);
         let offset_note = field(8, ll_align);
         let size_note = field(long, long);
         let _offset_eraseinfo = field(8, ll_align);
         let _size_eraseinfo = field(long, long);
-        let _start_pfn_64 = field(8, ll_align);
-        let _end_pfn_64 = field(8, ll_align);
+        let start_pfn_64 = field(8, ll_align);
+        let end_pfn_64 = field(8, ll_align);
         let max_mapnr_64 = field(8, ll_align);
         SubLayout {
             phys_base,
             dump_level,
+            split,
+            start_pfn,
+            end_pfn,
             offset_vmcoreinfo,
             size_vmcoreinfo,
             offset_note,
             size_note,
+            start_pfn_64,
+            end_pfn_64,
             max_mapnr_64,
-            end_v3: size_vmcoreinfo + long,
-            end_v4: size_note + long,
-            end_v6: max_mapnr_64 + 8,
+            long,
         }
+    }
+
+    /// Bytes of the sub-header a version defines.
+    fn size_for(&self, version: u32) -> usize {
+        match version {
+            0 => 0,
+            1 => self.dump_level + 4,
+            2 => self.end_pfn + self.long,
+            3 => self.size_vmcoreinfo + self.long,
+            4 | 5 => self.size_note + self.long,
+            _ => self.max_mapnr_64 + 8,
+        }
+    }
+
+    /// The split fields, which differ between the parts of one dump.
+    fn split_fields(&self, version: u32) -> Vec<(usize, usize)> {
+        let mut fields = vec![(self.start_pfn, self.long), (self.end_pfn, self.long)];
+        if version >= 6 {
+            fields.extend([(self.start_pfn_64, 8), (self.end_pfn_64, 8)]);
+        }
+        fields
     }
 }
 
-pub fn parse(medium: &dyn Medium) -> Result<KdumpCore, CoreFault> {
+/// Reads and validates a kdump file; builds no index.
+pub fn open(medium: Arc<dyn Medium>) -> Result<KdumpCore, CoreFault> {
     // The largest header layout (64-bit) is 464 bytes; read what is there.
     let head = medium
         .bytes_at(0, 464)
@@ -275,75 +399,102 @@ pub fn parse(medium: &dyn Medium) -> Result<KdumpCore, CoreFault> {
     if head.len() < smallest {
         return Err(truncated("disk_dump_header"));
     }
-    let abi = detect_abi(&head, &machine)?;
+    let mut abi = detect_abi(&head, &machine)?;
     if head.len() < abi.header_size() {
         return Err(truncated("disk_dump_header"));
     }
-    let f = Fields::new(&head, abi.big_endian);
-    let get = |off: usize| f.u32(off).ok_or_else(|| truncated("disk_dump_header"));
-    let header_version = get(8)?;
-    let s = abi.status_offset();
-    let status = get(s)?;
-    let block_size = u64::from(get(s + 4)?);
-    let sub_hdr_size = u64::from(get(s + 8)?);
-    let bitmap_blocks = u64::from(get(s + 12)?);
-    let max_mapnr_32 = u64::from(get(s + 16)?);
-    let nr_cpus = get(s + 36)?;
+    let fields = HeaderFields::read(&head, abi).ok_or_else(|| truncated("disk_dump_header"))?;
     let release = head
         .get(UTSNAME_OFFSET + 2 * UTS_LEN..UTSNAME_OFFSET + 3 * UTS_LEN)
         .map(c_string)
         .unwrap_or_default();
+    if !abi.wide && translate::machine(&machine).is_none() {
+        abi.llong_align8 = !packed_sub_header(medium.as_ref(), abi, &fields);
+    }
 
     let mut dump = KdumpCore {
         abi,
-        header_version,
-        status,
-        block_size,
-        sub_hdr_size,
-        bitmap_blocks,
-        max_mapnr: max_mapnr_32,
-        nr_cpus,
+        header_version: fields.header_version,
+        status: fields.status,
+        block_size: fields.block_size,
+        sub_hdr_size: fields.sub_hdr_size,
+        bitmap_blocks: fields.bitmap_blocks,
+        max_mapnr: fields.max_mapnr_32,
+        nr_cpus: fields.nr_cpus.unwrap_or(0),
         machine,
         release,
         phys_base: None,
         dump_level: None,
         vmcoreinfo: VmcoreInfo::default(),
+        pfn_range: None,
+        shared_header: head.get(..abi.header_size()).unwrap_or(&[]).to_vec(),
+        memory_bitmap: 0,
         dumpable_bitmap: (0, 0),
         descriptors_offset: 0,
         dumped_pages: 0,
-        truncated: status & DUMP_DH_COMPRESSED_INCOMPLETE != 0,
+        truncated: false,
         rank: OnceLock::new(),
         pages: PageCache::new(crate::cache::configured_pages()),
+        medium,
     };
-    if sub_hdr_size > 1 << 20 {
-        return Err(invalid(format!("sub_hdr_size {sub_hdr_size}")));
+    if dump.sub_hdr_size > 1 << 20 {
+        return Err(invalid(format!("sub_hdr_size {}", dump.sub_hdr_size)));
     }
-    if header_version >= 1 {
-        dump.read_sub_header(medium)?;
+    if dump.header_version >= 1 {
+        dump.read_sub_header()?;
     }
     if dump.max_mapnr == 0 || dump.max_mapnr > MAX_MAPNR {
         return Err(invalid(format!("max_mapnr {}", dump.max_mapnr)));
     }
-    dump.locate_bitmaps(medium)?;
-    dump.check_descriptors(medium)?;
+    if let Some((start, end)) = dump.pfn_range {
+        if start >= end || end > dump.max_mapnr {
+            return Err(invalid(format!(
+                "split part range {start:#x}-{end:#x} (max_mapnr {:#x})",
+                dump.max_mapnr
+            )));
+        }
+    }
+    dump.locate_bitmaps()?;
+    dump.check_descriptors()?;
     Ok(dump)
 }
 
+/// For a 32-bit dump of a machine we do not know: is the sub-header laid out with `long
+/// long` 4-aligned rather than 8-aligned? libkdumpfile's test: the packed reading of
+/// offset_vmcoreinfo is absent or points into the sub-header's own blocks.
+fn packed_sub_header(medium: &dyn Medium, abi: Abi, fields: &HeaderFields) -> bool {
+    if fields.header_version < 3 {
+        return true;
+    }
+    let packed = SubLayout::new(Abi {
+        llong_align8: false,
+        ..abi
+    });
+    let Ok(Some(raw)) = medium.exact_at(fields.block_size, packed.size_vmcoreinfo + 4) else {
+        return false;
+    };
+    let f = Fields::new(&raw, abi.big_endian);
+    let offset = f.u64(packed.offset_vmcoreinfo).unwrap_or(0);
+    let size = u64::from(f.u32(packed.size_vmcoreinfo).unwrap_or(0));
+    let payload = fields
+        .block_size
+        .saturating_mul(fields.sub_hdr_size.saturating_add(1));
+    (offset == 0 && size == 0)
+        || (offset > fields.block_size && offset.saturating_add(size) <= payload)
+}
+
 impl KdumpCore {
-    fn read_sub_header(&mut self, medium: &dyn Medium) -> Result<(), CoreFault> {
+    fn read_sub_header(&mut self) -> Result<(), CoreFault> {
         let layout = SubLayout::new(self.abi);
-        let needed = match self.header_version {
-            1 | 2 => layout.dump_level + 4,
-            3 => layout.end_v3,
-            4 | 5 => layout.end_v4,
-            _ => layout.end_v6,
-        };
-        if (needed as u64) > self.sub_hdr_size * self.block_size {
+        let needed = layout.size_for(self.header_version);
+        if (needed as u64) > self.sub_hdr_size.saturating_mul(self.block_size) {
             return Err(invalid(format!(
                 "sub_hdr_size {} is too small for header version {}",
                 self.sub_hdr_size, self.header_version
             )));
         }
+        let medium = Arc::clone(&self.medium);
+        let medium = medium.as_ref();
         let raw = exact(medium, self.block_size, needed as u64, "kdump_sub_header")?;
         let f = Fields::new(&raw, self.abi.big_endian);
         let wide = self.abi.wide;
@@ -354,6 +505,23 @@ impl KdumpCore {
         let u64_field = |off: usize| f.u64(off).ok_or_else(|| truncated("kdump_sub_header"));
         self.phys_base = Some(field(layout.phys_base)?);
         self.dump_level = f.u32(layout.dump_level);
+        if self.header_version >= 2 && f.u32(layout.split).unwrap_or(0) != 0 {
+            self.pfn_range = Some(if self.header_version >= 6 {
+                (
+                    u64_field(layout.start_pfn_64)?,
+                    u64_field(layout.end_pfn_64)?,
+                )
+            } else {
+                (field(layout.start_pfn)?, field(layout.end_pfn)?)
+            });
+        }
+        let mut shared = raw.clone();
+        for (at, len) in layout.split_fields(self.header_version) {
+            if let Some(bytes) = shared.get_mut(at..at + len) {
+                bytes.fill(0);
+            }
+        }
+        self.shared_header.extend_from_slice(&shared);
         if self.header_version >= 6 {
             let mapnr = u64_field(layout.max_mapnr_64)?;
             if mapnr != 0 {
@@ -390,7 +558,7 @@ impl KdumpCore {
         Ok(())
     }
 
-    fn locate_bitmaps(&mut self, medium: &dyn Medium) -> Result<(), CoreFault> {
+    fn locate_bitmaps(&mut self) -> Result<(), CoreFault> {
         let bitmap_len = self.bitmap_blocks.saturating_mul(self.block_size);
         let half = bitmap_len / 2;
         if half.saturating_mul(8) < self.max_mapnr {
@@ -412,49 +580,43 @@ impl KdumpCore {
         let Some(end) = start.checked_add(bitmap_len) else {
             return Err(invalid("bitmap outside the file".into()));
         };
-        if end > medium.size() {
+        if end > self.medium.size() {
             return Err(truncated("bitmap"));
         }
         // Only the bits below max_mapnr are meaningful.
+        self.memory_bitmap = start;
         self.dumpable_bitmap = (start + half, self.max_mapnr.div_ceil(8));
         self.descriptors_offset = end;
         Ok(())
     }
 
+    /// This file's page frames: a split part's range, else all of them.
+    fn own_range(&self) -> (u64, u64) {
+        self.pfn_range.unwrap_or((0, self.max_mapnr))
+    }
+
     /// Counts the dumped pages and checks that the descriptor table is in the file; the
     /// last descriptor tells whether the page data was cut short.
-    fn check_descriptors(&mut self, medium: &dyn Medium) -> Result<(), CoreFault> {
+    fn check_descriptors(&mut self) -> Result<(), CoreFault> {
         let (offset, len) = self.dumpable_bitmap;
         let len = usize::try_from(len).map_err(|_| invalid("bitmap outside the file".into()))?;
-        let bitmap = medium
+        let bitmap = self
+            .medium
             .exact_at(offset, len)
             .ok()
             .flatten()
             .ok_or_else(|| truncated("bitmap"))?;
-        let full_bytes = (self.max_mapnr / 8) as usize;
-        let counted = bitmap.get(..full_bytes).unwrap_or(&[]);
-        let mut words = counted.chunks_exact(8);
-        let mut count: u64 = words
-            .by_ref()
-            .map(|w| u64::from(u64::from_le_bytes(w.try_into().unwrap_or([0; 8])).count_ones()))
-            .sum();
-        count += words
-            .remainder()
-            .iter()
-            .map(|b| u64::from(b.count_ones()))
-            .sum::<u64>();
-        let tail_bits = self.max_mapnr % 8;
-        if tail_bits != 0 {
-            let last = bitmap.get(full_bytes).copied().unwrap_or(0);
-            count += u64::from((last & ((1u8 << tail_bits) - 1)).count_ones());
-        }
+        let (start, end) = self.own_range();
+        let count = count_bits(&bitmap, start, end);
+        drop(bitmap);
         self.dumped_pages = count;
         if count == 0 {
             return Ok(());
         }
+        let medium = self.medium.as_ref();
         // The first descriptor, and the last few: page data is written in order, so the
         // highest data offset is among the last descriptors (the last one alone may be the
-        // shared zero page at the start of the data).
+        // shared zero page at the start of the data; an incomplete dump's are zero).
         let first = exact(
             medium,
             self.descriptors_offset,
@@ -485,32 +647,64 @@ impl KdumpCore {
             }
             data_end = data_end.max(off.saturating_add(u64::from(size)));
         }
-        self.truncated |= data_end > medium.size();
+        self.truncated = data_end > medium.size();
         Ok(())
     }
 
-    fn rank_index(&self, medium: &dyn Medium) -> Result<&RankIndex, Gap> {
+    fn rank_index(&self) -> Result<&RankIndex, Gap> {
         let built = self.rank.get_or_init(|| {
             let (offset, len) = self.dumpable_bitmap;
             let len = usize::try_from(len).map_err(|_| "bitmap too large".to_owned())?;
-            let bitmap = medium
+            let bitmap = self
+                .medium
                 .exact_at(offset, len)
                 .ok()
                 .flatten()
                 .ok_or("bitmap unreadable")?;
-            Ok(RankIndex::build(&bitmap, self.max_mapnr))
+            Ok(RankIndex::build(
+                &bitmap,
+                self.max_mapnr,
+                self.own_range().0,
+            ))
         });
         built.as_ref().map_err(|e| Gap::Corrupt(e.clone()))
     }
 
+    /// Why the dump holds no page `pfn`: filtered out if it exists (memory bitmap), else
+    /// not in the dump at all.
+    fn why_absent(&self, pfn: u64) -> Gap {
+        let byte = self
+            .memory_bitmap
+            .checked_add(pfn / 8)
+            .and_then(|at| self.medium.exact_at(at, 1).ok().flatten())
+            .and_then(|b| b.first().copied())
+            .unwrap_or(0);
+        if byte >> (pfn % 8) & 1 != 0 {
+            Gap::Excluded
+        } else {
+            Gap::NotInDump
+        }
+    }
+
     /// The descriptor of page frame `pfn`: (data offset, data size, flags).
-    fn descriptor(&self, medium: &dyn Medium, pfn: u64) -> Result<(u64, u64, u32), Gap> {
-        let index = self.rank_index(medium)?.rank(pfn).ok_or(Gap::Missing)?;
+    fn descriptor(&self, pfn: u64) -> Result<(u64, u64, u32), Gap> {
+        if pfn >= self.max_mapnr {
+            return Err(Gap::NotInDump);
+        }
+        let (start, end) = self.own_range();
+        if !(start..end).contains(&pfn) {
+            // Another part's pages: this part's bitmaps are not looked at.
+            return Err(Gap::OtherPart);
+        }
+        let Some(index) = self.rank_index()?.rank(pfn) else {
+            return Err(self.why_absent(pfn));
+        };
         let at = index
             .checked_mul(PAGE_DESC_SIZE)
             .and_then(|rel| rel.checked_add(self.descriptors_offset))
-            .ok_or(Gap::Missing)?;
-        let raw = medium
+            .ok_or(Gap::NotInDump)?;
+        let raw = self
+            .medium
             .exact_at(at, PAGE_DESC_SIZE as usize)
             .ok()
             .flatten()
@@ -520,7 +714,11 @@ impl KdumpCore {
             return Err(Gap::Truncated);
         };
         let size = u64::from(size);
-        if offset == 0 || size == 0 || size > self.block_size {
+        if offset == 0 {
+            // makedumpfile that ran out of space leaves the rest of the table zero.
+            return Err(Gap::Incomplete);
+        }
+        if size == 0 || size > self.block_size {
             return Err(Gap::Corrupt(format!(
                 "page descriptor of pfn {pfn:#x}: offset {offset:#x}, size {size}"
             )));
@@ -529,12 +727,13 @@ impl KdumpCore {
     }
 
     /// Page frame `pfn`, decompressed (cached).
-    pub fn page(&self, medium: &dyn Medium, pfn: u64) -> Result<Arc<[u8]>, Gap> {
+    fn page(&self, pfn: u64) -> Result<Arc<[u8]>, Gap> {
         if let Some(page) = self.pages.get(pfn) {
             return Ok(page);
         }
-        let (offset, size, flags) = self.descriptor(medium, pfn)?;
-        let data = medium
+        let (offset, size, flags) = self.descriptor(pfn)?;
+        let data = self
+            .medium
             .exact_at(offset, size as usize)
             .ok()
             .flatten()
@@ -556,17 +755,31 @@ impl KdumpCore {
         Ok(page)
     }
 
+    /// The bytes a raw page cut by the end of the file still has (a compressed page cut
+    /// short has none that can be decoded).
+    fn cut_raw_page(&self, pfn: u64) -> Vec<u8> {
+        match self.descriptor(pfn) {
+            Ok((offset, size, flags)) if flags & COMPRESSION_MASK == 0 => self
+                .medium
+                .bytes_at(offset, size as usize)
+                .map(|b| b.into_owned())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Where an uncompressed page lies in the file (for kvm_write). makedumpfile stores
     /// one page of zeros first in the data and points every zero page's descriptor at it:
     /// writing there would change all of them, so that page is refused.
-    pub fn raw_page_offset(&self, medium: &dyn Medium, pfn: u64) -> Result<u64, Gap> {
-        let (offset, size, flags) = self.descriptor(medium, pfn)?;
+    fn raw_page_offset(&self, pfn: u64) -> Result<u64, Gap> {
+        let (offset, size, flags) = self.descriptor(pfn)?;
         if flags & COMPRESSION_MASK != 0 || size != self.block_size {
             return Err(Gap::Corrupt(format!("page of pfn {pfn:#x} is compressed")));
         }
         let data_start = self.descriptors_offset + self.dumped_pages * PAGE_DESC_SIZE;
         let shared_zero = offset == data_start
-            && medium
+            && self
+                .medium
                 .exact_at(offset, size as usize)
                 .ok()
                 .flatten()
@@ -576,21 +789,14 @@ impl KdumpCore {
                 "pfn {pfn:#x} is the dump's shared zero page; kvm_write refuses it"
             )));
         }
+        if offset.saturating_add(size) > self.medium.size() {
+            return Err(Gap::Truncated);
+        }
         Ok(offset)
     }
 
-    pub fn forget_cached(&self) {
-        self.pages.clear();
-    }
-
     pub fn compression(&self) -> Option<String> {
-        let names = [
-            (DUMP_DH_COMPRESSED_ZLIB, "zlib"),
-            (DUMP_DH_COMPRESSED_LZO, "lzo"),
-            (DUMP_DH_COMPRESSED_SNAPPY, "snappy"),
-            (DUMP_DH_COMPRESSED_ZSTD, "zstd"),
-        ];
-        let used: Vec<&str> = names
+        let used: Vec<&str> = codec::NAMES
             .iter()
             .filter(|(bit, _)| self.status & bit != 0)
             .map(|&(_, name)| name)
@@ -602,18 +808,142 @@ impl KdumpCore {
         }
     }
 
-    pub fn into_core(mut self, medium: Arc<dyn Medium>, format: &'static str) -> Core {
+    pub fn incomplete(&self) -> bool {
+        self.status & DUMP_DH_COMPRESSED_INCOMPLETE != 0
+    }
+
+    /// The machine named in the header (by its usual name), unless the producer wrote none.
+    pub fn header_machine(&self) -> Option<String> {
+        if let Some(machine) = translate::machine(&self.machine) {
+            return Some(machine.name.to_owned());
+        }
+        (!self.machine.is_empty() && self.machine != "Unknown").then(|| self.machine.clone())
+    }
+
+    pub fn into_core(mut self, format: &'static str) -> Core {
+        let vmcoreinfo = std::mem::take(&mut self.vmcoreinfo);
         Core {
             format,
             compression: self.compression(),
-            machine: (!self.machine.is_empty()).then(|| self.machine.clone()),
-            page_size: self.vmcoreinfo.page_size().or(Some(self.block_size)),
-            vmcoreinfo: std::mem::take(&mut self.vmcoreinfo),
+            machine: self.header_machine(),
+            page_size: vmcoreinfo.page_size().or(Some(self.block_size)),
+            vmcoreinfo_source: (!vmcoreinfo.is_empty()).then_some(VmcoreinfoSource::KdumpHeader),
+            vmcoreinfo,
             header_release: (!self.release.is_empty()).then(|| self.release.clone()),
             truncated: self.truncated,
+            incomplete: self.incomplete(),
             live: false,
-            layout: Layout::Kdump(Box::new(self)),
-            medium,
+            big_endian: self.abi.big_endian,
+            writable: format == "kdump" && self.compression().is_none(),
+            body: Box::new(self),
         }
+    }
+
+    /// Takes the VMCOREINFO out (a split set keeps one copy for all parts).
+    pub fn take_vmcoreinfo(&mut self) -> VmcoreInfo {
+        std::mem::take(&mut self.vmcoreinfo)
+    }
+}
+
+impl CoreFormat for KdumpCore {
+    fn read_phys(&self, paddr: u64, buf: &mut [u8]) -> Result<(), Stop> {
+        let page_size = self.block_size;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = paddr
+                .checked_add(done as u64)
+                .ok_or((done, Gap::NotInDump))?;
+            let rest = buf.get_mut(done..).unwrap_or(&mut []);
+            let (pfn, within) = (at / page_size, (at % page_size) as usize);
+            let n = rest.len().min(page_size as usize - within);
+            let dst = rest.get_mut(..n).unwrap_or(&mut []);
+            match self.page(pfn) {
+                Ok(page) => dst.copy_from_slice(page.get(within..within + n).unwrap_or(&[])),
+                Err(Gap::Truncated) => {
+                    let cut = self.cut_raw_page(pfn);
+                    let have = cut.len().saturating_sub(within).min(n);
+                    dst.get_mut(..have)
+                        .unwrap_or(&mut [])
+                        .copy_from_slice(cut.get(within..within + have).unwrap_or(&[]));
+                    return Err((done + have, Gap::Truncated));
+                }
+                Err(gap) => return Err((done, gap)),
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn write_extent(&self, addr: Address, want: usize) -> Result<(u64, usize), Gap> {
+        let Address::Physical(pa) = addr else {
+            return Err(Gap::NotInDump);
+        };
+        let page = self.raw_page_offset(pa / self.block_size)?;
+        let within = pa % self.block_size;
+        Ok((page + within, want.min((self.block_size - within) as usize)))
+    }
+
+    fn forget_cached(&self) {
+        self.pages.clear();
+    }
+
+    fn facts(&self) -> FormatFacts {
+        FormatFacts {
+            dump_level: self.dump_level,
+            dumped_pages: Some(self.dumped_pages),
+            pfn_range: self.pfn_range,
+            parts: 1,
+        }
+    }
+
+    fn header_phys_base(&self) -> Option<u64> {
+        self.phys_base
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_counts_over_any_range() {
+        let bitmap = [
+            0b1010_1010u8,
+            0xff,
+            0x0f,
+            0,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            1,
+        ];
+        let naive = |from: u64, to: u64| {
+            (from..to)
+                .filter(|&b| bitmap[(b / 8) as usize] >> (b % 8) & 1 != 0)
+                .count() as u64
+        };
+        for from in 0..88 {
+            for to in from..88 {
+                assert_eq!(
+                    count_bits(&bitmap, from, to),
+                    naive(from, to),
+                    "{from}..{to}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rank_counts_from_the_part_start() {
+        let bitmap = vec![0xffu8; 128];
+        let index = RankIndex::build(&bitmap, 1024, 600);
+        assert_eq!(index.rank(600), Some(0));
+        assert_eq!(index.rank(601), Some(1));
+        assert_eq!(index.rank(599), None);
+        assert_eq!(index.count_below(1024), 1024);
+        assert_eq!(index.count_below(5000), 1024);
     }
 }

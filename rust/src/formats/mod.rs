@@ -1,15 +1,26 @@
 //! Core file formats: recognition by content, header validation, and the facts `info` shows.
+//!
+//! Every format implements `CoreFormat` (physical reads, virtual segments where it has them,
+//! write extents bounded by what the file holds, its facts); `open_core` picks the format
+//! and is the only code that names them. The session sees a `Core` and the trait, nothing
+//! more.
 
+pub mod codec;
+pub mod devmem;
 pub mod elf_core;
 pub mod flattened;
 pub mod kdump;
+pub mod notes;
 pub mod segments;
+pub mod split;
 pub mod vmcoreinfo;
 
 use std::sync::Arc;
 
-use crate::errors::CoreFault;
+use crate::errors::{CoreFault, Reason};
 use crate::mapping::Medium;
+use crate::translate::{self, Machine};
+use segments::Segment;
 use vmcoreinfo::VmcoreInfo;
 
 pub const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
@@ -70,35 +81,6 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// The Linux machine name (`uname -m`) of an ELF e_machine.
-pub fn machine_name(e_machine: u16) -> Option<&'static str> {
-    Some(match e_machine {
-        3 => "i386",
-        8 => "mips",
-        20 => "ppc",
-        21 => "ppc64",
-        22 => "s390x",
-        40 => "arm",
-        62 => "x86_64",
-        183 => "aarch64",
-        243 => "riscv64",
-        258 => "loongarch64",
-        _ => return None,
-    })
-}
-
-/// The address width of a machine name.
-pub fn machine_is_64bit(name: &str) -> Option<bool> {
-    match name {
-        "x86_64" | "aarch64" | "ppc64" | "ppc64le" | "s390x" | "riscv64" | "loongarch64"
-        | "mips64" => Some(true),
-        "i386" | "i486" | "i586" | "i686" | "arm" | "ppc" | "mips" | "s390" | "riscv32" => {
-            Some(false)
-        }
-        _ => None,
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
     /// A regular file: a dump.
@@ -109,125 +91,179 @@ pub enum Origin {
     DevMem,
 }
 
-/// What the core file is, as far as open needs to know (no kernel memory read).
-pub struct Core {
-    pub format: &'static str,
-    pub compression: Option<String>,
-    pub machine: Option<String>,
-    pub vmcoreinfo: VmcoreInfo,
-    pub page_size: Option<u64>,
-    /// The release the dump's own header carries (kdump utsname), besides VMCOREINFO's.
-    pub header_release: Option<String>,
-    pub truncated: bool,
-    pub live: bool,
-    pub layout: Layout,
-    pub medium: Arc<dyn Medium>,
-}
-
-pub enum Layout {
-    Elf(elf_core::ElfCore),
-    Kdump(Box<kdump::KdumpCore>),
-    DevMem,
-}
-
 /// Why a read of dump memory stopped short.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gap {
-    /// The dump does not hold this memory (excluded page, hole between segments).
-    Missing,
+    /// Outside every segment or page range the dump holds.
+    NotInDump,
+    /// The dump level filtered the page out.
+    Excluded,
+    /// The dump ran out of space before it wrote this page.
+    Incomplete,
+    /// Another part of a split dump holds this page.
+    OtherPart,
     /// The dump should hold it, but the file ends first.
     Truncated,
     /// The dump holds it in a form that cannot be decoded.
     Corrupt(String),
 }
 
-/// Copies `buf.len()` bytes at `addr` from segment piece `piece`; past p_filesz the memory
-/// reads as zeros, past the end of the file it is missing.
-/// Err carries the bytes copied before the gap.
-pub fn copy_from_piece(
-    medium: &dyn Medium,
-    piece: &segments::Piece,
-    addr: u64,
-    buf: &mut [u8],
-) -> Result<usize, (usize, Gap)> {
-    let within = addr - piece.start;
-    let take = (piece.end - addr).min(buf.len() as u64) as usize;
-    let (head, _) = buf.split_at_mut(take);
-    let in_file = piece.file_len.saturating_sub(within).min(take as u64) as usize;
-    let (file_part, zero_part) = head.split_at_mut(in_file);
-    if in_file > 0 {
-        let bytes = medium
-            .bytes_at(piece.offset + within, in_file)
-            .map_err(|_| (0, Gap::Truncated))?;
-        let got = bytes.len();
-        file_part
-            .get_mut(..got)
-            .unwrap_or(&mut [])
-            .copy_from_slice(&bytes);
-        if got < in_file {
-            return Err((got, Gap::Truncated));
+impl Gap {
+    /// The reason a soft `invalid address` reports (None: truncated and corrupt data are
+    /// hard errors of their own).
+    pub fn reason(&self) -> Option<Reason> {
+        Some(match self {
+            Gap::NotInDump => Reason::NotInDump,
+            Gap::Excluded => Reason::Excluded,
+            Gap::Incomplete => Reason::Incomplete,
+            Gap::OtherPart => Reason::OtherPart,
+            Gap::Truncated | Gap::Corrupt(_) => return None,
+        })
+    }
+}
+
+/// A read that stopped: how many bytes were copied, and why.
+pub type Stop = (usize, Gap);
+
+/// Facts of the format beyond `Core`'s, for `info` and `scan`.
+#[derive(Debug, Clone, Default)]
+pub struct FormatFacts {
+    /// makedumpfile's `-d` level.
+    pub dump_level: Option<u32>,
+    pub dumped_pages: Option<u64>,
+    /// A split part's page frames `[start, end)`.
+    pub pfn_range: Option<(u64, u64)>,
+    /// Files the dump is made of.
+    pub parts: usize,
+}
+
+/// One core format's access to the memory it holds.
+pub trait CoreFormat: Send + Sync {
+    /// Physical memory at `paddr` into `buf`.
+    fn read_phys(&self, paddr: u64, buf: &mut [u8]) -> Result<(), Stop>;
+
+    /// Where the format maps kernel virtual addresses itself (ELF `p_vaddr`): the bytes at
+    /// `va` into `buf` (up to the end of that mapping); None where it has no mapping of `va`.
+    fn read_virt(&self, _va: u64, _buf: &mut [u8]) -> Option<Result<usize, Stop>> {
+        None
+    }
+
+    /// The file offset of `addr` (virtual where `read_virt` maps it, else physical) and how
+    /// many of `want` bytes lie there in one piece, for `kvm_write`.
+    fn write_extent(&self, addr: Address, want: usize) -> Result<(u64, usize), Gap>;
+
+    /// Forgets cached page contents after the file was written.
+    fn forget_cached(&self) {}
+
+    fn facts(&self) -> FormatFacts;
+
+    /// The dump's PT_LOAD segments (empty for formats that have none).
+    fn segments(&self) -> &[Segment] {
+        &[]
+    }
+
+    /// `phys_base` as the dump header records it.
+    fn header_phys_base(&self) -> Option<u64> {
+        None
+    }
+
+    /// Page-aligned physical addresses the dump holds, in order, for the VMCOREINFO search
+    /// of dumps without a note; None where the format cannot list them cheaply.
+    fn physical_ranges(&self) -> Vec<(u64, u64)> {
+        Vec::new()
+    }
+}
+
+/// An address as `write_extent` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Address {
+    Virtual(u64),
+    Physical(u64),
+}
+
+/// Where the dump's VMCOREINFO came from (`info.vmcoreinfo_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmcoreinfoSource {
+    Note,
+    KdumpHeader,
+    Memory,
+    Given,
+}
+
+impl VmcoreinfoSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            VmcoreinfoSource::Note => "note",
+            VmcoreinfoSource::KdumpHeader => "kdump-header",
+            VmcoreinfoSource::Memory => "memory",
+            VmcoreinfoSource::Given => "given",
         }
     }
-    zero_part.fill(0);
-    Ok(take)
+}
+
+/// What the core file is, as far as open needs to know (no kernel memory read).
+pub struct Core {
+    pub format: &'static str,
+    pub compression: Option<String>,
+    /// The machine's name, as the dump states it (or VMCOREINFO implies it).
+    pub machine: Option<String>,
+    pub vmcoreinfo: VmcoreInfo,
+    pub vmcoreinfo_source: Option<VmcoreinfoSource>,
+    pub page_size: Option<u64>,
+    /// The release the dump's own header carries (kdump utsname), besides VMCOREINFO's.
+    pub header_release: Option<String>,
+    /// Some of the data lies past the end of the file.
+    pub truncated: bool,
+    /// The producer marked the dump incomplete (it ran out of space).
+    pub incomplete: bool,
+    pub live: bool,
+    /// The dump's own byte order (multi-byte kernel data is read in it).
+    pub big_endian: bool,
+    /// `kvm_write` may patch the file (uncompressed data at file offsets of its own).
+    pub writable: bool,
+    pub body: Box<dyn CoreFormat>,
 }
 
 impl Core {
-    /// Reads physical memory at `paddr` into `buf`; Err carries how many bytes were copied.
-    pub fn read_phys(&self, paddr: u64, buf: &mut [u8]) -> Result<(), (usize, Gap)> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let at = paddr.checked_add(done as u64).ok_or((done, Gap::Missing))?;
-            let rest = buf.get_mut(done..).unwrap_or(&mut []);
-            let copied = match &self.layout {
-                Layout::Elf(elf) => {
-                    let piece = elf.by_paddr().find(at).ok_or((done, Gap::Missing))?;
-                    copy_from_piece(self.medium.as_ref(), piece, at, rest)
-                        .map_err(|(partial, gap)| (done + partial, gap))?
-                }
-                Layout::Kdump(dump) => {
-                    let page_size = dump.block_size;
-                    let page = dump
-                        .page(self.medium.as_ref(), at / page_size)
-                        .map_err(|gap| (done, gap))?;
-                    let src = page.get((at % page_size) as usize..).unwrap_or(&[]);
-                    let n = src.len().min(rest.len());
-                    rest.get_mut(..n)
-                        .unwrap_or(&mut [])
-                        .copy_from_slice(src.get(..n).unwrap_or(&[]));
-                    n
-                }
-                Layout::DevMem => match self.medium.bytes_at(at, rest.len()) {
-                    Ok(bytes) if !bytes.is_empty() => {
-                        rest.get_mut(..bytes.len())
-                            .unwrap_or(&mut [])
-                            .copy_from_slice(&bytes);
-                        bytes.len()
-                    }
-                    _ => return Err((done, Gap::Missing)),
-                },
-            };
-            done += copied;
+    /// The machine record, where the machine is one we know.
+    pub fn machine_record(&self) -> Option<&'static Machine> {
+        translate::machine(self.machine.as_deref()?)
+    }
+
+    pub fn read_phys(&self, paddr: u64, buf: &mut [u8]) -> Result<(), Stop> {
+        self.body.read_phys(paddr, buf)
+    }
+
+    /// Sets the machine from VMCOREINFO where the producer named none it knew.
+    fn settle_machine(&mut self) {
+        if self.machine_record().is_none() {
+            if let Some(machine) = translate::machine_from_vmcoreinfo(&self.vmcoreinfo) {
+                self.machine = Some(machine.name.to_owned());
+            }
         }
-        Ok(())
+    }
+
+    /// Replaces VMCOREINFO with text from elsewhere (given, or found in memory).
+    pub fn set_vmcoreinfo(&mut self, info: VmcoreInfo, source: VmcoreinfoSource) {
+        if let Some(size) = info.page_size() {
+            self.page_size = Some(size);
+        }
+        self.vmcoreinfo = info;
+        self.vmcoreinfo_source = Some(source);
+        self.settle_machine();
     }
 }
 
 /// Recognises and validates the core file in `medium`.
 pub fn open_core(medium: Arc<dyn Medium>, origin: Origin) -> Result<Core, CoreFault> {
+    let mut core = recognise(medium, origin)?;
+    core.settle_machine();
+    Ok(core)
+}
+
+fn recognise(medium: Arc<dyn Medium>, origin: Origin) -> Result<Core, CoreFault> {
     if origin == Origin::DevMem {
-        return Ok(Core {
-            format: "devmem",
-            compression: None,
-            machine: Some(std::env::consts::ARCH.to_owned()),
-            vmcoreinfo: VmcoreInfo::default(),
-            page_size: Some(host_page_size()),
-            header_release: None,
-            truncated: false,
-            live: true,
-            layout: Layout::DevMem,
-            medium,
-        });
+        return Ok(devmem::open(medium));
     }
     if origin == Origin::Dump && medium.size() == 0 {
         return Err(CoreFault::Empty);
@@ -240,12 +276,10 @@ pub fn open_core(medium: Arc<dyn Medium>, origin: Origin) -> Result<Core, CoreFa
         return Err(CoreFault::Empty);
     }
     if head.starts_with(ELF_MAGIC) {
-        let elf = elf_core::parse(medium.as_ref())?;
-        return Ok(elf.into_core(medium, origin == Origin::Procfs));
+        return elf_core::open(medium, origin == Origin::Procfs, "elf");
     }
     if kdump::has_signature(&head) {
-        let dump = kdump::parse(medium.as_ref())?;
-        return Ok(dump.into_core(medium, "kdump"));
+        return Ok(kdump::open(medium)?.into_core("kdump"));
     }
     if flattened::has_signature(&head) {
         let inner: Arc<dyn Medium> = Arc::new(flattened::Flattened::index(medium)?);
@@ -254,14 +288,10 @@ pub fn open_core(medium: Arc<dyn Medium>, origin: Origin) -> Result<Core, CoreFa
             .map_err(|_| CoreFault::NotCore)?
             .into_owned();
         if kdump::has_signature(&inner_head) {
-            let dump = kdump::parse(inner.as_ref())?;
-            return Ok(dump.into_core(inner, "flattened"));
+            return Ok(kdump::open(inner)?.into_core("flattened"));
         }
         if inner_head.starts_with(ELF_MAGIC) {
-            let elf = elf_core::parse(inner.as_ref())?;
-            let mut core = elf.into_core(inner, false);
-            core.format = "flattened";
-            return Ok(core);
+            return elf_core::open(inner, false, "flattened");
         }
         return Err(CoreFault::Invalid(
             "flattened stream holds no kdump or ELF dump".into(),
@@ -270,7 +300,14 @@ pub fn open_core(medium: Arc<dyn Medium>, origin: Origin) -> Result<Core, CoreFa
     Err(CoreFault::NotCore)
 }
 
-/// The base page size of the machines this library reads live (x86_64 and most others).
+/// The parts of one split dump, each recognised and validated alone, then as a set.
+pub fn open_split(parts: Vec<(Vec<u8>, Arc<dyn Medium>)>) -> Result<Core, crate::errors::Error> {
+    let mut core = split::open(parts)?;
+    core.settle_machine();
+    Ok(core)
+}
+
+/// The base page size of the machines this library reads live (most have no other).
 pub fn host_page_size() -> u64 {
     4096
 }

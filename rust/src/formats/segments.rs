@@ -5,7 +5,18 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::elf_core::Segment;
+use super::{Gap, Stop};
+use crate::mapping::Medium;
+
+/// One PT_LOAD as its program header states it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub vaddr: u64,
+    pub paddr: u64,
+    pub offset: u64,
+    pub filesz: u64,
+    pub memsz: u64,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Piece {
@@ -16,6 +27,40 @@ pub struct Piece {
     pub offset: u64,
     /// Bytes from `start` that the file holds (p_filesz); the rest of the range reads as zeros.
     pub file_len: u64,
+}
+
+impl Piece {
+    /// Copies the bytes at `addr` (in this piece) into `buf`, up to the piece's end; past
+    /// p_filesz the memory reads as zeros, past the end of the file it is truncated.
+    pub fn copy(&self, medium: &dyn Medium, addr: u64, buf: &mut [u8]) -> Result<usize, Stop> {
+        let within = addr.saturating_sub(self.start);
+        let take = self.end.saturating_sub(addr).min(buf.len() as u64) as usize;
+        let (head, _) = buf.split_at_mut(take);
+        let in_file = self.file_len.saturating_sub(within).min(take as u64) as usize;
+        let (file_part, zero_part) = head.split_at_mut(in_file);
+        if in_file > 0 {
+            let bytes = medium
+                .bytes_at(self.offset.saturating_add(within), in_file)
+                .map_err(|_| (0, Gap::Truncated))?;
+            let got = bytes.len();
+            file_part
+                .get_mut(..got)
+                .unwrap_or(&mut [])
+                .copy_from_slice(&bytes);
+            if got < in_file {
+                return Err((got, Gap::Truncated));
+            }
+        }
+        zero_part.fill(0);
+        Ok(take)
+    }
+
+    /// The file offset of `addr` and how many of `want` bytes the file holds from there.
+    pub fn file_extent(&self, addr: u64, want: usize) -> Option<(u64, usize)> {
+        let within = addr.checked_sub(self.start)?;
+        let n = self.file_len.saturating_sub(within).min(want as u64) as usize;
+        (n > 0).then(|| (self.offset.saturating_add(within), n))
+    }
 }
 
 #[derive(Debug, Default)]

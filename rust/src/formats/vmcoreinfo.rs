@@ -100,6 +100,11 @@ impl VmcoreInfo {
             .unwrap_or("")
     }
 
+    /// The text as the dump carries it.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     pub fn is_empty(&self) -> bool {
         self.lines.is_empty()
     }

@@ -18,8 +18,9 @@ use goblin::elf::{Elf, SectionHeader};
 
 use super::{ElfFacts, Symbol};
 use crate::errors::SymbolFault;
-use crate::formats::elf_core::Notes;
-use crate::formats::{machine_name, Fields};
+use crate::formats::notes::Notes;
+use crate::formats::Fields;
+use crate::translate;
 
 const SHN_UNDEF: usize = 0;
 const SHN_ABS: usize = 0xfff1;
@@ -76,7 +77,7 @@ impl ElfSymtab {
             })
             .collect();
         let facts = ElfFacts {
-            machine: machine_name(header.e_machine),
+            machine: translate::elf_machine(header.e_machine, container.is_big()).map(|m| m.name),
             build_id: build_id(data, &sections, endian.is_little()),
         };
         let symtab = shdrs

@@ -3,7 +3,6 @@
 //! handful of names the identity check needs; the full name index waits for `nlist`.
 
 pub mod cache;
-pub mod core_kallsyms;
 pub mod elf;
 pub mod index;
 pub mod text;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Mutex, PoisonError};
 
-use super::Fault;
+use super::{Fault, KernelLayout, Translate};
 use crate::formats::Gap;
 
 /// `__START_KERNEL_map`: where x86_64 maps the kernel image.
@@ -56,40 +56,10 @@ impl X86_64 {
             .wrapping_add(self.phys_base)
     }
 
-    pub fn is_canonical(&self, va: u64) -> bool {
+    fn is_canonical(&self, va: u64) -> bool {
         let bits = if self.levels == 5 { 57 } else { 48 };
         let upper = va >> (bits - 1);
         upper == 0 || upper == (u64::MAX >> (bits - 1))
-    }
-
-    /// The physical address of `va`; `read_entry` reads 8 bytes of physical memory.
-    pub fn translate(
-        &self,
-        va: u64,
-        read_entry: &dyn Fn(u64) -> Result<u64, Gap>,
-    ) -> Result<u64, Fault> {
-        if !self.is_canonical(va) {
-            return Err(Fault::NotMapped);
-        }
-        if self.image.contains(&va) {
-            return Ok(self.image_to_phys(va));
-        }
-        let page = va >> 12;
-        if let Some(frame) = self
-            .tlb
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&page)
-        {
-            return Ok(frame << 12 | (va & 0xfff));
-        }
-        let paddr = self.walk(va, read_entry)?;
-        let mut tlb = self.tlb.lock().unwrap_or_else(PoisonError::into_inner);
-        if tlb.len() >= TLB_ENTRIES {
-            tlb.clear();
-        }
-        tlb.insert(page, paddr >> 12);
-        Ok(paddr)
     }
 
     fn walk(&self, va: u64, read_entry: &dyn Fn(u64) -> Result<u64, Gap>) -> Result<u64, Fault> {
@@ -121,6 +91,95 @@ impl X86_64 {
     }
 }
 
+/// The translator of an x86_64 dump: the image range from the exec file's `_text`/`_end`
+/// (else, with no page tables to walk, `KERNEL_IMAGE_SIZE` from `__START_KERNEL_map`), the
+/// top table from VMCOREINFO or the exec file, `phys_base` from VMCOREINFO, the dump header,
+/// or the PT_LOAD that maps the image.
+pub fn build(layout: &KernelLayout<'_>) -> Option<Box<dyn Translate>> {
+    let info = layout.vmcoreinfo;
+    let top_table = super::machine("x86_64")
+        .into_iter()
+        .flat_map(|m| m.root_symbols.iter())
+        .find_map(|name| info.symbol(name))
+        .or(layout.exec_root);
+    let image = match &layout.image {
+        Some(range) => range.clone(),
+        None if top_table.is_none() => {
+            let size = info
+                .number("KERNEL_IMAGE_SIZE")
+                .map_or(DEFAULT_IMAGE_SIZE, |n| n as u64);
+            START_KERNEL_MAP..START_KERNEL_MAP.saturating_add(size)
+        }
+        None => 0..0,
+    };
+    let levels = if info.number("pgtable_l5_enabled").unwrap_or(0) != 0 {
+        5
+    } else {
+        4
+    };
+    let phys_base = info
+        .number("phys_base")
+        .map(|base| base as u64)
+        .or(layout.header_phys_base)
+        .unwrap_or_else(|| {
+            // The segment of the kernel text: p_paddr = va - __START_KERNEL_map + phys_base.
+            layout
+                .segments
+                .iter()
+                .find(|s| s.vaddr >= START_KERNEL_MAP && s.vaddr != s.paddr)
+                .map_or(0, |s| {
+                    s.paddr.wrapping_sub(s.vaddr.wrapping_sub(START_KERNEL_MAP))
+                })
+        });
+    let sme_mask = info.number("sme_mask").unwrap_or(0) as u64;
+    Some(Box::new(X86_64::new(
+        phys_base, image, top_table, levels, sme_mask,
+    )))
+}
+
+impl Translate for X86_64 {
+    fn pgtable_levels(&self) -> u8 {
+        self.levels
+    }
+
+    fn forget_cached(&self) {
+        self.tlb
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// The physical address of `va`; `read_entry` reads 8 bytes of physical memory.
+    fn translate(
+        &self,
+        va: u64,
+        read_entry: &dyn Fn(u64) -> Result<u64, Gap>,
+    ) -> Result<u64, Fault> {
+        if !self.is_canonical(va) {
+            return Err(Fault::NotMapped);
+        }
+        if self.image.contains(&va) {
+            return Ok(self.image_to_phys(va));
+        }
+        let page = va >> 12;
+        if let Some(frame) = self
+            .tlb
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&page)
+        {
+            return Ok(frame << 12 | (va & 0xfff));
+        }
+        let paddr = self.walk(va, read_entry)?;
+        let mut tlb = self.tlb.lock().unwrap_or_else(PoisonError::into_inner);
+        if tlb.len() >= TLB_ENTRIES {
+            tlb.clear();
+        }
+        tlb.insert(page, paddr >> 12);
+        Ok(paddr)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,7 +187,7 @@ mod tests {
 
     /// A tiny physical memory holding page tables: address → entry.
     fn walker(entries: HashMap<u64, u64>) -> impl Fn(u64) -> Result<u64, Gap> {
-        move |pa| entries.get(&pa).copied().ok_or(Gap::Missing)
+        move |pa| entries.get(&pa).copied().ok_or(Gap::NotInDump)
     }
 
     #[test]
@@ -146,7 +205,7 @@ mod tests {
         assert_eq!(t.translate(va, &read), Ok(0x4000_0000 + (va & 0x3fff_ffff)));
         assert_eq!(
             t.translate(va + (1 << 39), &read),
-            Err(Fault::Table(Gap::Missing))
+            Err(Fault::Table(Gap::NotInDump))
         );
         assert_eq!(
             t.translate(0x0000_8000_0000_0000, &read),

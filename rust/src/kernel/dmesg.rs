@@ -3,11 +3,9 @@
 //! record buffer (`SYMBOL(log_buf)`). Offsets and sizes come from the `OFFSET()`/`SIZE()`
 //! lines the kernel publishes for exactly this purpose.
 
+use super::{ReadFn, Words};
 use crate::errors::{CoreFault, Error};
 use crate::formats::vmcoreinfo::VmcoreInfo;
-
-/// Reads kernel virtual memory.
-pub type ReadFn<'a> = &'a dyn Fn(u64, usize) -> Result<Vec<u8>, Error>;
 
 /// The largest ring we read whole (the kernel's limit for log_buf_len is 2 GiB; real
 /// systems use at most a few MiB).
@@ -34,6 +32,7 @@ impl Record {
 
 struct Layout<'a> {
     info: &'a VmcoreInfo,
+    words: Words,
 }
 
 impl Layout<'_> {
@@ -61,38 +60,9 @@ fn unreadable(what: &str) -> Error {
     }
 }
 
-fn u64_at(raw: &[u8], at: u64) -> u64 {
-    let at = at as usize;
-    raw.get(at..at + 8)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
-}
-
-fn u32_at(raw: &[u8], at: u64) -> u32 {
-    let at = at as usize;
-    raw.get(at..at + 4)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u32::from_le_bytes)
-}
-
-fn u16_at(raw: &[u8], at: u64) -> u16 {
-    let at = at as usize;
-    raw.get(at..at + 2)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u16::from_le_bytes)
-}
-
-fn read_u64(read: ReadFn<'_>, addr: u64) -> Result<u64, Error> {
-    Ok(u64_at(&read(addr, 8)?, 0))
-}
-
-fn read_u32(read: ReadFn<'_>, addr: u64) -> Result<u32, Error> {
-    Ok(u32_at(&read(addr, 4)?, 0))
-}
-
 /// The kernel log records, oldest first.
-pub fn records(read: ReadFn<'_>, info: &VmcoreInfo) -> Result<Vec<Record>, Error> {
-    let layout = Layout { info };
+pub fn records(read: ReadFn<'_>, info: &VmcoreInfo, words: Words) -> Result<Vec<Record>, Error> {
+    let layout = Layout { info, words };
     if let Some(prb) = info.symbol("prb") {
         return lockless(read, &layout, prb);
     }
@@ -105,23 +75,24 @@ pub fn records(read: ReadFn<'_>, info: &VmcoreInfo) -> Result<Vec<Record>, Error
 /// The ≥ 5.10 ring: descriptors and infos arrays of 2^count_bits entries, text in a data
 /// ring of 2^size_bits bytes where each block starts with its descriptor id.
 fn lockless(read: ReadFn<'_>, layout: &Layout<'_>, prb_symbol: u64) -> Result<Vec<Record>, Error> {
-    let prb = read_u64(read, prb_symbol)?;
+    let w = layout.words;
+    let prb = w.read_long(read, prb_symbol)?;
     let counter = layout.offset("atomic_long_t.counter").unwrap_or(0);
     let desc_ring = prb + layout.offset("printk_ringbuffer.desc_ring")?;
-    let count_bits = read_u32(read, desc_ring + layout.offset("prb_desc_ring.count_bits")?)?;
-    let descs = read_u64(read, desc_ring + layout.offset("prb_desc_ring.descs")?)?;
-    let infos = read_u64(read, desc_ring + layout.offset("prb_desc_ring.infos")?)?;
-    let head_id = read_u64(
+    let count_bits = w.read_u32(read, desc_ring + layout.offset("prb_desc_ring.count_bits")?)?;
+    let descs = w.read_long(read, desc_ring + layout.offset("prb_desc_ring.descs")?)?;
+    let infos = w.read_long(read, desc_ring + layout.offset("prb_desc_ring.infos")?)?;
+    let head_id = w.read_long(
         read,
         desc_ring + layout.offset("prb_desc_ring.head_id")? + counter,
     )?;
-    let tail_id = read_u64(
+    let tail_id = w.read_long(
         read,
         desc_ring + layout.offset("prb_desc_ring.tail_id")? + counter,
     )?;
     let text_ring = prb + layout.offset("printk_ringbuffer.text_data_ring")?;
-    let size_bits = read_u32(read, text_ring + layout.offset("prb_data_ring.size_bits")?)?;
-    let data = read_u64(read, text_ring + layout.offset("prb_data_ring.data")?)?;
+    let size_bits = w.read_u32(read, text_ring + layout.offset("prb_data_ring.size_bits")?)?;
+    let data = w.read_long(read, text_ring + layout.offset("prb_data_ring.data")?)?;
 
     if count_bits >= 32 || size_bits >= 40 {
         return Err(unreadable(&format!(
@@ -147,8 +118,9 @@ fn lockless(read: ReadFn<'_>, layout: &Layout<'_>, prb_symbol: u64) -> Result<Ve
     let ts_at = layout.offset("printk_info.ts_nsec")?;
     let len_at = layout.offset("printk_info.text_len")?;
 
-    const FLAGS_SHIFT: u32 = 62;
-    const ID_MASK: u64 = (1 << FLAGS_SHIFT) - 1;
+    // The state bits are the top two of a `long`.
+    let flags_shift: u32 = if w.wide { 62 } else { 30 };
+    let id_mask: u64 = (1 << flags_shift) - 1;
     const COMMITTED: u64 = 1;
     const FINALIZED: u64 = 2;
 
@@ -157,13 +129,13 @@ fn lockless(read: ReadFn<'_>, layout: &Layout<'_>, prb_symbol: u64) -> Result<Ve
     for _ in 0..=count {
         let index = id & (count - 1);
         let desc = index * desc_size;
-        let sv = u64_at(&descs_raw, desc + state_var);
-        let state = sv >> FLAGS_SHIFT;
-        if sv & ID_MASK == id & ID_MASK && (state == COMMITTED || state == FINALIZED) {
-            let begin = u64_at(&descs_raw, desc + text_lpos + lpos_begin);
-            let next = u64_at(&descs_raw, desc + text_lpos + lpos_next);
+        let sv = w.long(&descs_raw, desc + state_var);
+        let state = sv >> flags_shift;
+        if sv & id_mask == id & id_mask && (state == COMMITTED || state == FINALIZED) {
+            let begin = w.long(&descs_raw, desc + text_lpos + lpos_begin);
+            let next = w.long(&descs_raw, desc + text_lpos + lpos_next);
             let info = index * info_size;
-            let text_len = u64::from(u16_at(&infos_raw, info + len_at));
+            let text_len = u64::from(w.u16(&infos_raw, info + len_at));
             let text = if begin & 1 != 0 || next & 1 != 0 {
                 String::new() // a data-less record
             } else {
@@ -173,13 +145,13 @@ fn lockless(read: ReadFn<'_>, layout: &Layout<'_>, prb_symbol: u64) -> Result<Ve
                 } else {
                     0
                 };
-                let from = (start + 8) as usize;
+                let from = (start + w.long_bytes()) as usize;
                 let to = from.saturating_add(text_len as usize).min(data_raw.len());
                 String::from_utf8_lossy(data_raw.get(from..to).unwrap_or(&[])).into_owned()
             };
             out.push(Record {
-                seq: u64_at(&infos_raw, info + seq_at),
-                ts_nsec: u64_at(&infos_raw, info + ts_at),
+                seq: w.u64(&infos_raw, info + seq_at),
+                ts_nsec: w.u64(&infos_raw, info + ts_at),
                 level: infos_raw
                     .get((info + len_at + 3) as usize)
                     .map_or(0, |b| b >> 5),
@@ -207,10 +179,11 @@ fn variable_length(
             .symbol(name)
             .ok_or_else(|| unreadable(&format!("no SYMBOL({name})")))
     };
-    let buf = read_u64(read, log_buf_symbol)?;
-    let len = u64::from(read_u32(read, sym("log_buf_len")?)?);
-    let first = u64::from(read_u32(read, sym("log_first_idx")?)?);
-    let next = u64::from(read_u32(read, sym("log_next_idx")?)?);
+    let w = layout.words;
+    let buf = w.read_long(read, log_buf_symbol)?;
+    let len = u64::from(w.read_u32(read, sym("log_buf_len")?)?);
+    let first = u64::from(w.read_u32(read, sym("log_first_idx")?)?);
+    let next = u64::from(w.read_u32(read, sym("log_next_idx")?)?);
     if len == 0 || len > MAX_RING_BYTES {
         return Err(unreadable(&format!("log_buf_len {len}")));
     }
@@ -227,7 +200,7 @@ fn variable_length(
         if idx == next {
             break;
         }
-        let rec_len = u64::from(u16_at(&raw, idx + len_at));
+        let rec_len = u64::from(w.u16(&raw, idx + len_at));
         if rec_len == 0 {
             if idx == 0 {
                 break;
@@ -235,12 +208,12 @@ fn variable_length(
             idx = 0;
             continue;
         }
-        let text_len = u64::from(u16_at(&raw, idx + text_len_at));
+        let text_len = u64::from(w.u16(&raw, idx + text_len_at));
         let from = (idx + header) as usize;
         let to = from.saturating_add(text_len as usize).min(raw.len());
         out.push(Record {
             seq,
-            ts_nsec: u64_at(&raw, idx + ts_at),
+            ts_nsec: w.u64(&raw, idx + ts_at),
             level: raw
                 .get((idx + text_len_at + 5) as usize)
                 .map_or(0, |b| b >> 5),
@@ -259,6 +232,11 @@ fn variable_length(
 mod tests {
     use super::*;
 
+    const LE64: Words = Words {
+        big_endian: false,
+        wide: true,
+    };
+
     /// Kernel memory as a few byte ranges at fixed addresses.
     fn memory(ranges: Vec<(u64, Vec<u8>)>) -> impl Fn(u64, usize) -> Result<Vec<u8>, Error> {
         move |addr, len| {
@@ -268,7 +246,10 @@ mod tests {
                     return Ok(bytes[at..at + len].to_vec());
                 }
             }
-            Err(Error::InvalidAddress(addr))
+            Err(Error::InvalidAddress {
+                addr,
+                reason: crate::errors::Reason::NotInDump,
+            })
         }
     }
 
@@ -316,7 +297,7 @@ mod tests {
             )
             .as_bytes(),
         );
-        let records = records(&read, &info).unwrap();
+        let records = records(&read, &info, LE64).unwrap();
         let lines: Vec<String> = records.iter().flat_map(|r| r.lines()).collect();
         assert_eq!(
             lines,
@@ -333,6 +314,6 @@ mod tests {
     #[test]
     fn no_log_symbols_is_an_error() {
         let read = memory(Vec::new());
-        assert!(records(&read, &VmcoreInfo::parse(b"OSRELEASE=6.1\n")).is_err());
+        assert!(records(&read, &VmcoreInfo::parse(b"OSRELEASE=6.1\n"), LE64).is_err());
     }
 }

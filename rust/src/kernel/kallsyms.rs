@@ -4,6 +4,7 @@
 //! `kallsyms_relative_base`. Decoded into kallsyms text, so the text parser and name index
 //! serve it like a /proc/kallsyms file.
 
+use super::{ReadFn, Words};
 use crate::errors::Error;
 use crate::formats::vmcoreinfo::VmcoreInfo;
 
@@ -41,18 +42,10 @@ pub struct CoreSymbol {
     pub name: Vec<u8>,
 }
 
-/// Reads kernel virtual memory (little-endian x86_64 layout).
-pub type ReadFn<'a> = &'a dyn Fn(u64, usize) -> Result<Vec<u8>, Error>;
-
-fn le_u64(raw: &[u8]) -> u64 {
-    let mut bytes = [0u8; 8];
-    bytes.iter_mut().zip(raw).for_each(|(d, s)| *d = *s);
-    u64::from_le_bytes(bytes)
-}
-
 /// Decodes the first `limit` symbols (all of them with None).
 pub fn decode(
     read: ReadFn<'_>,
+    words: Words,
     tables: &Tables,
     limit: Option<usize>,
 ) -> Result<Vec<CoreSymbol>, Error> {
@@ -60,14 +53,16 @@ pub fn decode(
         path: Vec::new(),
         fault: crate::errors::CoreFault::Invalid(format!("kallsyms tables: {what}")),
     };
-    let num_syms = le_u64(&read(tables.num_syms, 4)?);
+    let num_syms = u64::from(words.read_u32(read, tables.num_syms)?);
     if num_syms == 0 || num_syms > MAX_SYMBOLS {
         return Err(bad(&format!("kallsyms_num_syms {num_syms}")));
     }
     let count = limit.map_or(num_syms, |l| (l as u64).min(num_syms)) as usize;
-    let relative_base = le_u64(&read(tables.relative_base, 8)?);
+    let relative_base = words.read_long(read, tables.relative_base)?;
     let index_raw = read(tables.token_index, 512)?;
-    let token_index: Vec<usize> = index_raw.chunks(2).map(|c| le_u64(c) as usize).collect();
+    let token_index: Vec<usize> = (0..256u64)
+        .map(|i| usize::from(words.u16(&index_raw, i * 2)))
+        .collect();
     let table_len = token_index.iter().max().copied().unwrap_or(0) + 256;
     let token_table = read(tables.token_table, table_len)?;
     let tokens: Vec<&[u8]> = token_index
@@ -79,9 +74,8 @@ pub fn decode(
         })
         .collect();
     let offsets = read(tables.offsets, count * 4)?;
-    let offsets: Vec<i32> = offsets
-        .chunks_exact(4)
-        .map(|c| le_u64(c) as u32 as i32)
+    let offsets: Vec<i32> = (0..(offsets.len() / 4) as u64)
+        .map(|i| words.u32(&offsets, i * 4) as i32)
         .collect();
     // CONFIG_KALLSYMS_ABSOLUTE_PERCPU stores per-CPU symbols as absolute non-negative values
     // and every other symbol as `relative_base - 1 - offset` (negative); without it every
@@ -145,7 +139,11 @@ impl NameStream<'_> {
             self.at += self.buf.len() as u64;
             self.pos = 0;
         }
-        let byte = self.buf.get(self.pos).copied().ok_or(Error::ShortRead)?;
+        let byte = self
+            .buf
+            .get(self.pos)
+            .copied()
+            .ok_or(Error::ShortRead { addr: self.at })?;
         self.pos += 1;
         Ok(byte)
     }

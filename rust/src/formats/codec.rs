@@ -1,10 +1,19 @@
 //! Page codecs of kdump-compressed dumps. Each decompressed page must be exactly one page:
 //! a shorter or longer result means a corrupt dump, never a partial page.
 
-use crate::formats::kdump::{
-    DUMP_DH_COMPRESSED_LZO, DUMP_DH_COMPRESSED_SNAPPY, DUMP_DH_COMPRESSED_ZLIB,
-    DUMP_DH_COMPRESSED_ZSTD,
-};
+/// Page-descriptor flags (and header `status` bits) naming the codec of a page.
+pub const DUMP_DH_COMPRESSED_ZLIB: u32 = 0x1;
+pub const DUMP_DH_COMPRESSED_LZO: u32 = 0x2;
+pub const DUMP_DH_COMPRESSED_SNAPPY: u32 = 0x4;
+pub const DUMP_DH_COMPRESSED_ZSTD: u32 = 0x20;
+
+/// The codec names of the header's `status` bits.
+pub const NAMES: [(u32, &str); 4] = [
+    (DUMP_DH_COMPRESSED_ZLIB, "zlib"),
+    (DUMP_DH_COMPRESSED_LZO, "lzo"),
+    (DUMP_DH_COMPRESSED_SNAPPY, "snappy"),
+    (DUMP_DH_COMPRESSED_ZSTD, "zstd"),
+];
 
 pub const COMPRESSION_MASK: u32 = DUMP_DH_COMPRESSED_ZLIB
     | DUMP_DH_COMPRESSED_LZO

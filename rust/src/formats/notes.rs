@@ -1,0 +1,70 @@
+//! ELF notes (`Elf_Nhdr` + name + descriptor, 4-aligned), as ELF cores and the kdump
+//! sub-header's note area carry them.
+
+use super::Fields;
+use crate::errors::CoreFault;
+
+/// One ELF note: name without its NUL, type, descriptor bytes.
+pub struct Note<'a> {
+    pub name: &'a [u8],
+    pub n_type: u32,
+    pub desc: &'a [u8],
+}
+
+/// Iterates the notes of a note segment; a note that runs past the segment is an error.
+pub struct Notes<'a> {
+    raw: &'a [u8],
+    big_endian: bool,
+    pos: usize,
+}
+
+impl<'a> Notes<'a> {
+    pub fn new(raw: &'a [u8], big_endian: bool) -> Notes<'a> {
+        Notes {
+            raw,
+            big_endian,
+            pos: 0,
+        }
+    }
+}
+
+fn align4(n: usize) -> Option<usize> {
+    n.checked_add(3).map(|v| v & !3)
+}
+
+impl<'a> Iterator for Notes<'a> {
+    type Item = Result<Note<'a>, CoreFault>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.raw.get(self.pos..)?;
+        // Producers pad the segment with zeros; an all-zero header ends the list.
+        if rest.len() < 12 || rest.iter().take(12).all(|&b| b == 0) {
+            return None;
+        }
+        let f = Fields::new(rest, self.big_endian);
+        let malformed = || Some(Err(CoreFault::Invalid("malformed note".into())));
+        let (Some(namesz), Some(descsz), Some(n_type)) = (f.u32(0), f.u32(4), f.u32(8)) else {
+            return malformed();
+        };
+        let name_start = 12usize;
+        let Some(desc_start) = align4(namesz as usize).and_then(|n| n.checked_add(name_start))
+        else {
+            return malformed();
+        };
+        let Some(desc_end) = desc_start.checked_add(descsz as usize) else {
+            return malformed();
+        };
+        let (Some(name), Some(desc)) = (
+            rest.get(name_start..name_start + namesz as usize),
+            rest.get(desc_start..desc_end),
+        ) else {
+            return malformed();
+        };
+        let name = name.strip_suffix(b"\0").unwrap_or(name);
+        self.pos = match align4(desc_end).and_then(|n| n.checked_add(self.pos)) {
+            Some(next) => next,
+            None => self.raw.len(),
+        };
+        Some(Ok(Note { name, n_type, desc }))
+    }
+}

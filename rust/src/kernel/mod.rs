@@ -1,0 +1,79 @@
+//! Decoders of kernel data structures that need nothing but a reader of kernel memory and
+//! the machine's word layout (no debug info): the kernel log and the kallsyms tables.
+
+pub mod dmesg;
+pub mod kallsyms;
+
+use crate::errors::Error;
+use crate::formats::{Core, Fields};
+
+/// Reads kernel virtual memory: the bytes at an address, or why not.
+pub type ReadFn<'a> = &'a dyn Fn(u64, usize) -> Result<Vec<u8>, Error>;
+
+/// How the dumped kernel lays out its integers: byte order and the width of `long`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Words {
+    pub big_endian: bool,
+    /// `long` and pointers are 8 bytes.
+    pub wide: bool,
+}
+
+impl Words {
+    pub fn of(core: &Core) -> Words {
+        Words {
+            big_endian: core.big_endian,
+            wide: core.machine_record().is_none_or(|m| m.wide),
+        }
+    }
+
+    pub fn long_bytes(&self) -> u64 {
+        if self.wide {
+            8
+        } else {
+            4
+        }
+    }
+
+    fn fields<'a>(&self, raw: &'a [u8]) -> Fields<'a> {
+        Fields::new(raw, self.big_endian)
+    }
+
+    /// The integer at `at` in `raw`; 0 where `raw` is too short (a decoder bounds its
+    /// reads by what it asked for, so a short buffer is a corrupt structure, read as empty).
+    pub fn u16(&self, raw: &[u8], at: u64) -> u16 {
+        usize::try_from(at)
+            .ok()
+            .and_then(|at| self.fields(raw).u16(at))
+            .unwrap_or(0)
+    }
+
+    pub fn u32(&self, raw: &[u8], at: u64) -> u32 {
+        usize::try_from(at)
+            .ok()
+            .and_then(|at| self.fields(raw).u32(at))
+            .unwrap_or(0)
+    }
+
+    pub fn u64(&self, raw: &[u8], at: u64) -> u64 {
+        usize::try_from(at)
+            .ok()
+            .and_then(|at| self.fields(raw).u64(at))
+            .unwrap_or(0)
+    }
+
+    /// A `long` or pointer.
+    pub fn long(&self, raw: &[u8], at: u64) -> u64 {
+        usize::try_from(at)
+            .ok()
+            .and_then(|at| self.fields(raw).word(at, self.wide))
+            .unwrap_or(0)
+    }
+
+    pub fn read_long(&self, read: ReadFn<'_>, addr: u64) -> Result<u64, Error> {
+        Ok(self.long(&read(addr, self.long_bytes() as usize)?, 0))
+    }
+
+    pub fn read_u32(&self, read: ReadFn<'_>, addr: u64) -> Result<u32, Error> {
+        Ok(self.u32(&read(addr, 4)?, 0))
+    }
+}

@@ -84,10 +84,17 @@ def assert_good_report(corpus: Corpus, name: str, report: dict[str, Any]) -> Non
     assert report["panic"] == "sysrq triggered crash"
 
 
+def found_in_folder(broken: dict[str, str]) -> dict[str, str]:
+    """The broken files a folder scan reports: all but text (SPEC 15: crash folders hold
+    console logs and dmesg text beside the dump; they are skipped, not failures)."""
+    return {path: message for path, message in broken.items() if not path.endswith(".txt")}
+
+
 def test_scan_json_corpus_and_broken(
     corpus: Corpus, dump_paths: dict[str, str], broken_dir: tuple[Path, dict]
 ) -> None:
-    folder, broken = broken_dir
+    folder, all_broken = broken_dir
+    broken = found_in_folder(all_broken)
     result = run("scan", "--json", "--threads", "2", *dump_paths, folder)
     assert result.returncode == EXIT_SOME_DUMPS_FAILED, result.stderr
     reports = json_lines(result.stdout)
@@ -106,7 +113,8 @@ def test_scan_json_corpus_and_broken(
 def test_scan_text_corpus_and_broken(
     corpus: Corpus, dump_paths: dict[str, str], broken_dir: tuple[Path, dict]
 ) -> None:
-    folder, broken = broken_dir
+    folder, all_broken = broken_dir
+    broken = found_in_folder(all_broken)
     result = run("scan", *dump_paths, folder)
     assert result.returncode == EXIT_SOME_DUMPS_FAILED, result.stderr
     lines = result.stdout.splitlines()
@@ -119,6 +127,17 @@ def test_scan_text_corpus_and_broken(
     for message in broken.values():
         [line] = [line for line in lines if line.endswith(message)]
         assert line.startswith("FAIL"), line
+
+
+def test_scan_reports_a_text_file_named_on_the_command_line(
+    broken_dir: tuple[Path, dict],
+) -> None:
+    _, broken = broken_dir
+    [(text, message)] = [(p, m) for p, m in broken.items() if p.endswith(".txt")]
+    result = run("scan", "--json", text)
+    assert result.returncode == EXIT_SOME_DUMPS_FAILED, result.stderr
+    [report] = json_lines(result.stdout)
+    assert (report["path"], report["ok"], report["error"]) == (text, False, message)
 
 
 def test_scan_walks_folders_recursively(

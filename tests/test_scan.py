@@ -5,7 +5,6 @@ the SPEC's message, never an exception. Checked against the real corpus (truth.j
 from __future__ import annotations
 
 import dataclasses
-
 import os
 from dataclasses import dataclass
 from pathlib import Path

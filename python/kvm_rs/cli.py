@@ -228,14 +228,41 @@ def _dmesg(kd: Kvm, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: How much of a file tells text from a dump.
+_SNIFF_BYTES = 512
+
+
+def _is_text(path: str) -> bool:
+    """Is this file text (a console log, a kexec command line, dmesg output)? Crash folders
+    of kdump-tools and kdump-utils hold those beside the dump; they are not failed dumps.
+    An empty file is not text: an empty vmcore is a dump that failed, and is reported."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(_SNIFF_BYTES)
+    except OSError:
+        return False  # reported, with the reason it cannot be read
+    if not head or b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        # A multi-byte character cut at the end of the sniffed bytes is still text.
+        return error.start >= len(head) - 3
+    return True
+
+
 def _collect(targets: Sequence[str]) -> list[str]:
-    """Files named, and the files inside folders named (recursively), sorted."""
+    """Files named, and the files inside folders named (recursively, sorted) but text."""
     found: list[str] = []
     for target in targets:
         if os.path.isdir(target):
             for root, dirs, files in os.walk(target):
                 dirs.sort()
-                found.extend(os.path.join(root, name) for name in sorted(files))
+                found.extend(
+                    path
+                    for path in (os.path.join(root, name) for name in sorted(files))
+                    if not _is_text(path)
+                )
         else:
             found.append(target)
     return found

@@ -13,6 +13,8 @@ use crate::session::{DumpFacts, Info, OpenRequest, Session};
 /// `struct new_utsname`: six fields of 65 bytes; the release is the third.
 const UTS_FIELD: u64 = 65;
 const UTS_RELEASE: u64 = 2 * UTS_FIELD;
+/// How far into `struct uts_namespace` the name may start (after a refcount).
+const UTS_NAME_SEARCH: u64 = 16;
 
 pub struct Report {
     /// The files of this report: one dump, or every part of a split dump.
@@ -64,18 +66,34 @@ fn check_readable(session: &Session) -> Result<(), String> {
             .map(|(_, value)| value)
             .ok_or("no init_uts_ns in VMCOREINFO or the symbols")?,
     };
-    let name = info
+    // Kernels before 6.0 publish no OFFSET(uts_namespace.name): there a `struct kref`
+    // (4 bytes) comes first, and the name is where the sysname "Linux" starts.
+    let published = info
         .get("OFFSET(uts_namespace.name)")
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    let at = uts_ns.wrapping_add(name).wrapping_add(UTS_RELEASE);
-    let (bytes, error) = session.read(at, UTS_FIELD as usize);
+        .and_then(|v| v.parse::<u64>().ok());
+    let span = UTS_NAME_SEARCH + UTS_RELEASE + UTS_FIELD;
+    let base = uts_ns.wrapping_add(published.unwrap_or(0));
+    let (bytes, error) = session.read(base, span as usize);
     if let Some(error) = error {
         let reason = error
             .reason()
             .map_or(String::new(), |r| format!(": {}", r.text()));
         return Err(format!("init_uts_ns: {error}{reason}"));
     }
+    let name = match published {
+        Some(_) => 0,
+        None => (0..=UTS_NAME_SEARCH)
+            .step_by(4)
+            .find(|&at| {
+                bytes
+                    .get(at as usize..)
+                    .is_some_and(|b| b.starts_with(b"Linux\0"))
+            })
+            .unwrap_or(0),
+    };
+    let from = name.saturating_add(UTS_RELEASE) as usize;
+    let bytes = bytes.get(from..).unwrap_or(&[]);
+    let bytes = bytes.get(..UTS_FIELD as usize).unwrap_or(bytes);
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     let found = String::from_utf8_lossy(bytes.get(..end).unwrap_or(&[]));
     if found != expected {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::vmcoreinfo::VmcoreInfo;
-use super::{host_page_size, Address, Core, CoreFormat, FormatFacts, Gap, Stop};
+use super::{host_page_size, read_pieces, Address, Core, CoreFormat, FormatFacts, Gap, Stop};
 use crate::mapping::Medium;
 
 pub struct DevMem {
@@ -30,23 +30,16 @@ pub fn open(medium: Arc<dyn Medium>) -> Core {
 
 impl CoreFormat for DevMem {
     fn read_phys(&self, paddr: u64, buf: &mut [u8]) -> Result<(), Stop> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let at = paddr
-                .checked_add(done as u64)
-                .ok_or((done, Gap::NotInDump))?;
-            let rest = buf.get_mut(done..).unwrap_or(&mut []);
-            match self.medium.bytes_at(at, rest.len()) {
-                Ok(bytes) if !bytes.is_empty() => {
-                    rest.get_mut(..bytes.len())
-                        .unwrap_or(&mut [])
-                        .copy_from_slice(&bytes);
-                    done += bytes.len();
-                }
-                _ => return Err((done, Gap::NotInDump)),
-            }
-        }
-        Ok(())
+        read_pieces(paddr, buf, |at, rest| {
+            let bytes = self
+                .medium
+                .bytes_at(at, rest.len())
+                .map_err(|_| (0, Gap::NotInDump))?;
+            rest.get_mut(..bytes.len())
+                .unwrap_or(&mut [])
+                .copy_from_slice(&bytes);
+            Ok(bytes.len())
+        })
     }
 
     fn write_extent(&self, addr: Address, want: usize) -> Result<(u64, usize), Gap> {

@@ -9,7 +9,9 @@ use std::sync::{Arc, OnceLock};
 use super::notes::{Note, Notes};
 use super::segments::{Segment, SegmentIndex};
 use super::vmcoreinfo::{VmcoreInfo, MAX_VMCOREINFO};
-use super::{Address, Core, CoreFormat, Fields, FormatFacts, Gap, Stop, VmcoreinfoSource};
+use super::{
+    read_pieces, Address, Core, CoreFormat, Fields, FormatFacts, Gap, Stop, VmcoreinfoSource,
+};
 use crate::errors::CoreFault;
 use crate::mapping::Medium;
 use crate::translate;
@@ -337,18 +339,10 @@ impl ElfCore {
 
 impl CoreFormat for ElfCore {
     fn read_phys(&self, paddr: u64, buf: &mut [u8]) -> Result<(), Stop> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let at = paddr
-                .checked_add(done as u64)
-                .ok_or((done, Gap::NotInDump))?;
-            let rest = buf.get_mut(done..).unwrap_or(&mut []);
-            let piece = self.by_paddr().find(at).ok_or((done, Gap::NotInDump))?;
-            done += piece
-                .copy(self.medium.as_ref(), at, rest)
-                .map_err(|(partial, gap)| (done + partial, gap))?;
-        }
-        Ok(())
+        read_pieces(paddr, buf, |at, rest| {
+            let piece = self.by_paddr().find(at).ok_or((0, Gap::NotInDump))?;
+            piece.copy(self.medium.as_ref(), at, rest)
+        })
     }
 
     fn read_virt(&self, va: u64, buf: &mut [u8]) -> Option<Result<usize, Stop>> {

@@ -171,29 +171,42 @@ impl Medium for Flattened {
     }
 
     fn bytes_at(&self, offset: u64, len: usize) -> io::Result<Cow<'_, [u8]>> {
-        let Some(first) = self.piece_at(offset) else {
-            return Ok(Cow::Borrowed(&[]));
-        };
-        let within = offset - first.start;
-        let available = first.len - within;
-        if available >= len as u64 {
-            return self.outer.bytes_at(first.source + within, len);
+        if let Some(first) = self.piece_at(offset) {
+            let within = offset - first.start;
+            if first.len - within >= len as u64 {
+                return self.outer.bytes_at(first.source + within, len);
+            }
         }
-        // The range spans records: copy it together, stopping at a hole.
-        let mut out = Vec::with_capacity(len);
+        // The range spans records, or holes no record covers: those read as zeros, as in
+        // the file `makedumpfile -R` rebuilds (it seeks over them). A record's offset is
+        // the stream's claim, so one copy is bounded by the stream's real size too.
+        let wanted = (len as u64)
+            .min(self.size.saturating_sub(offset))
+            .min(self.outer.size());
+        let mut out = Vec::with_capacity(wanted as usize);
         let mut at = offset;
-        while out.len() < len {
-            let Some(piece) = self.piece_at(at) else {
-                break;
-            };
-            let within = at - piece.start;
-            let take = (piece.len - within).min((len - out.len()) as u64) as usize;
-            let bytes = self.outer.bytes_at(piece.source + within, take)?;
-            let short = bytes.len() < take;
-            out.extend_from_slice(&bytes);
-            at += bytes.len() as u64;
-            if short {
-                break;
+        while (out.len() as u64) < wanted {
+            let left = wanted - out.len() as u64;
+            match self.piece_at(at) {
+                Some(piece) => {
+                    let within = at - piece.start;
+                    let take = (piece.len - within).min(left) as usize;
+                    let bytes = self.outer.bytes_at(piece.source + within, take)?;
+                    let short = bytes.len() < take;
+                    out.extend_from_slice(&bytes);
+                    at += bytes.len() as u64;
+                    if short {
+                        break;
+                    }
+                }
+                None => {
+                    let next = self
+                        .pieces
+                        .get(self.pieces.partition_point(|p| p.start <= at));
+                    let hole = next.map_or(left, |p| (p.start - at).min(left));
+                    out.resize(out.len() + hole as usize, 0);
+                    at += hole;
+                }
             }
         }
         Ok(Cow::Owned(out))

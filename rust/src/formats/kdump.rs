@@ -12,7 +12,9 @@ use std::sync::{Arc, OnceLock};
 use super::codec::{self, decompress, COMPRESSION_MASK};
 use super::notes::Notes;
 use super::vmcoreinfo::{VmcoreInfo, MAX_VMCOREINFO};
-use super::{Address, Core, CoreFormat, Fields, FormatFacts, Gap, Stop, VmcoreinfoSource};
+use super::{
+    read_pieces, Address, Core, CoreFormat, Fields, FormatFacts, Gap, Stop, VmcoreinfoSource,
+};
 use crate::cache::PageCache;
 use crate::errors::CoreFault;
 use crate::mapping::Medium;
@@ -848,12 +850,7 @@ impl KdumpCore {
 impl CoreFormat for KdumpCore {
     fn read_phys(&self, paddr: u64, buf: &mut [u8]) -> Result<(), Stop> {
         let page_size = self.block_size;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let at = paddr
-                .checked_add(done as u64)
-                .ok_or((done, Gap::NotInDump))?;
-            let rest = buf.get_mut(done..).unwrap_or(&mut []);
+        read_pieces(paddr, buf, |at, rest| {
             let (pfn, within) = (at / page_size, (at % page_size) as usize);
             let n = rest.len().min(page_size as usize - within);
             let dst = rest.get_mut(..n).unwrap_or(&mut []);
@@ -865,13 +862,14 @@ impl CoreFormat for KdumpCore {
                     dst.get_mut(..have)
                         .unwrap_or(&mut [])
                         .copy_from_slice(cut.get(within..within + have).unwrap_or(&[]));
-                    return Err((done + have, Gap::Truncated));
+                    if have < n {
+                        return Err((have, Gap::Truncated));
+                    }
                 }
-                Err(gap) => return Err((done, gap)),
+                Err(gap) => return Err((0, gap)),
             }
-            done += n;
-        }
-        Ok(())
+            Ok(n)
+        })
     }
 
     fn write_extent(&self, addr: Address, want: usize) -> Result<(u64, usize), Gap> {

@@ -125,6 +125,29 @@ impl Gap {
 /// A read that stopped: how many bytes were copied, and why.
 pub type Stop = (usize, Gap);
 
+/// Reads `buf` from physical address `paddr` a piece at a time: `step(at, rest)` copies
+/// what lies at `at` into the front of `rest` and says how many bytes; its stop carries the
+/// bytes that step copied. A step that copies nothing ends the read.
+pub fn read_pieces(
+    paddr: u64,
+    buf: &mut [u8],
+    mut step: impl FnMut(u64, &mut [u8]) -> Result<usize, Stop>,
+) -> Result<(), Stop> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let at = paddr
+            .checked_add(done as u64)
+            .ok_or((done, Gap::NotInDump))?;
+        let rest = buf.get_mut(done..).unwrap_or(&mut []);
+        match step(at, rest) {
+            Ok(0) => return Err((done, Gap::NotInDump)),
+            Ok(n) => done += n,
+            Err((partial, gap)) => return Err((done + partial, gap)),
+        }
+    }
+    Ok(())
+}
+
 /// Facts of the format beyond `Core`'s, for `info` and `scan`.
 #[derive(Debug, Clone, Default)]
 pub struct FormatFacts {
@@ -261,13 +284,8 @@ pub fn open_core(medium: Arc<dyn Medium>, origin: Origin) -> Result<Core, CoreFa
     Ok(core)
 }
 
-fn recognise(medium: Arc<dyn Medium>, origin: Origin) -> Result<Core, CoreFault> {
-    if origin == Origin::DevMem {
-        return Ok(devmem::open(medium));
-    }
-    if origin == Origin::Dump && medium.size() == 0 {
-        return Err(CoreFault::Empty);
-    }
+/// The first bytes of a file, where formats put their signatures.
+pub fn signature(medium: &dyn Medium) -> Result<Vec<u8>, CoreFault> {
     let head = medium
         .bytes_at(0, 16)
         .map_err(|_| CoreFault::NotCore)?
@@ -275,6 +293,17 @@ fn recognise(medium: Arc<dyn Medium>, origin: Origin) -> Result<Core, CoreFault>
     if head.is_empty() {
         return Err(CoreFault::Empty);
     }
+    Ok(head)
+}
+
+fn recognise(medium: Arc<dyn Medium>, origin: Origin) -> Result<Core, CoreFault> {
+    if origin == Origin::DevMem {
+        return Ok(devmem::open(medium));
+    }
+    if origin == Origin::Dump && medium.size() == 0 {
+        return Err(CoreFault::Empty);
+    }
+    let head = signature(medium.as_ref())?;
     if head.starts_with(ELF_MAGIC) {
         return elf_core::open(medium, origin == Origin::Procfs, "elf");
     }
@@ -283,10 +312,7 @@ fn recognise(medium: Arc<dyn Medium>, origin: Origin) -> Result<Core, CoreFault>
     }
     if flattened::has_signature(&head) {
         let inner: Arc<dyn Medium> = Arc::new(flattened::Flattened::index(medium)?);
-        let inner_head = inner
-            .bytes_at(0, 16)
-            .map_err(|_| CoreFault::NotCore)?
-            .into_owned();
+        let inner_head = signature(inner.as_ref())?;
         if kdump::has_signature(&inner_head) {
             return Ok(kdump::open(inner)?.into_core("flattened"));
         }

@@ -5,8 +5,11 @@
 
 use std::sync::Arc;
 
+use super::flattened;
 use super::kdump::{self, KdumpCore};
-use super::{Address, Core, CoreFormat, FormatFacts, Gap, Stop, VmcoreinfoSource};
+use super::{
+    read_pieces, signature, Address, Core, CoreFormat, FormatFacts, Gap, Stop, VmcoreinfoSource,
+};
 use crate::errors::{CoreFault, Error};
 use crate::mapping::Medium;
 
@@ -24,26 +27,32 @@ fn not_same(part: &[u8], first: &[u8], field: &str) -> Error {
     }
 }
 
+/// One part: a kdump file, plain or flattened (true).
+fn part(medium: Arc<dyn Medium>) -> Result<(KdumpCore, bool), CoreFault> {
+    let flat = flattened::has_signature(&signature(medium.as_ref())?);
+    let medium: Arc<dyn Medium> = if flat {
+        Arc::new(flattened::Flattened::index(medium)?)
+    } else {
+        medium
+    };
+    if !kdump::has_signature(&signature(medium.as_ref())?) {
+        return Err(CoreFault::Invalid(
+            "a split dump's part must be a kdump file".into(),
+        ));
+    }
+    Ok((kdump::open(medium)?, flat))
+}
+
 /// Opens every part, checks that they belong together, and describes them as one dump.
 pub fn open(files: Vec<(Vec<u8>, Arc<dyn Medium>)>) -> Result<Core, Error> {
     let mut parts: Vec<(Vec<u8>, KdumpCore)> = Vec::with_capacity(files.len());
+    let mut all_flat = true;
     for (path, medium) in files {
-        let head = medium
-            .bytes_at(0, 16)
-            .map_err(|_| Error::core(&path, CoreFault::NotCore))?
-            .into_owned();
-        if head.is_empty() {
-            return Err(Error::core(&path, CoreFault::Empty));
-        }
-        if !kdump::has_signature(&head) {
-            return Err(Error::core(
-                &path,
-                CoreFault::Invalid("a split dump's part must be a kdump file".into()),
-            ));
-        }
-        let dump = kdump::open(medium).map_err(|fault| Error::core(&path, fault))?;
+        let (dump, flat) = part(medium).map_err(|fault| Error::core(&path, fault))?;
+        all_flat &= flat;
         parts.push((path, dump));
     }
+    let format = if all_flat { "flattened" } else { "kdump" };
     let Some((first_path, first)) = parts.first() else {
         return Err(Error::core(b"", CoreFault::Empty));
     };
@@ -73,11 +82,7 @@ pub fn open(files: Vec<(Vec<u8>, Arc<dyn Medium>)>) -> Result<Core, Error> {
                 b.pfn_range.map_or(0, |r| r.0),
             );
             if b_start < a_end {
-                return Err(not_same(
-                    path,
-                    &first_path,
-                    "pfn range overlaps another part",
-                ));
+                return Err(not_same(path, &first_path, "pfn range"));
             }
         }
     }
@@ -92,12 +97,12 @@ pub fn open(files: Vec<(Vec<u8>, Arc<dyn Medium>)>) -> Result<Core, Error> {
     // One part is a dump of its own, as the format describes it.
     let mut core = if parts.len() == 1 {
         match parts.pop() {
-            Some(part) => part.into_core("kdump"),
+            Some(part) => part.into_core(format),
             None => return Err(Error::core(&first_path, CoreFault::Empty)),
         }
     } else {
         Core {
-            format: "kdump",
+            format,
             compression,
             machine: first.and_then(KdumpCore::header_machine),
             page_size: Some(block_size),
@@ -132,22 +137,15 @@ impl SplitSet {
 
 impl CoreFormat for SplitSet {
     fn read_phys(&self, paddr: u64, buf: &mut [u8]) -> Result<(), Stop> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let at = paddr
-                .checked_add(done as u64)
-                .ok_or((done, Gap::NotInDump))?;
-            let rest = buf.get_mut(done..).unwrap_or(&mut []);
+        read_pieces(paddr, buf, |at, rest| {
             let within = (at % self.block_size) as usize;
             let n = rest.len().min(self.block_size as usize - within);
             let part = self
                 .part_of(at / self.block_size)
-                .ok_or((done, Gap::NotInDump))?;
-            part.read_phys(at, rest.get_mut(..n).unwrap_or(&mut []))
-                .map_err(|(partial, gap)| (done + partial, gap))?;
-            done += n;
-        }
-        Ok(())
+                .ok_or((0, Gap::NotInDump))?;
+            part.read_phys(at, rest.get_mut(..n).unwrap_or(&mut []))?;
+            Ok(n)
+        })
     }
 
     fn write_extent(&self, _addr: Address, _want: usize) -> Result<(u64, usize), Gap> {

@@ -29,15 +29,11 @@
 //! Not handled: Linux 5.0–5.3 with `CONFIG_ARM64_USER_VA_BITS_52` (64 KiB pages, 48-bit kernel
 //! VAs, a 52-bit-sized `swapper_pg_dir`) reports `VA_BITS=48` and nothing that tells it apart.
 
-use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::{Mutex, PoisonError};
 
-use super::{Fault, KernelLayout, Translate};
+use super::{Fault, KernelLayout, Tlb, Translate};
 use crate::formats::vmcoreinfo::VmcoreInfo;
 use crate::formats::Gap;
-
-const TLB_ENTRIES: usize = 1 << 16;
 
 /// Descriptor bit 0: the entry maps something (or points to a table).
 const VALID: u64 = 1;
@@ -118,7 +114,7 @@ pub struct Aarch64 {
     root: Option<u64>,
     image: Range<u64>,
     linear: Option<LinearMap>,
-    tlb: Mutex<HashMap<u64, u64>>,
+    tlb: Tlb,
 }
 
 /// The VA sizes arch/arm64/Kconfig offers per granule (page shift).
@@ -184,7 +180,7 @@ impl Aarch64 {
             root,
             image: params.image,
             linear,
-            tlb: Mutex::new(HashMap::new()),
+            tlb: Tlb::new(),
         })
     }
 
@@ -336,10 +332,7 @@ pub fn build(layout: &KernelLayout<'_>) -> Option<Box<dyn Translate>> {
 
 impl Translate for Aarch64 {
     fn forget_cached(&self) {
-        self.tlb
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.tlb.clear();
     }
 
     fn translate(
@@ -360,23 +353,8 @@ impl Translate for Aarch64 {
                 .and_then(|linear| linear.to_phys(va))
                 .ok_or(Fault::NotMapped);
         };
-        let page = va >> self.page_shift;
-        let offset = va & ((1u64 << self.page_shift) - 1);
-        if let Some(frame) = self
-            .tlb
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&page)
-        {
-            return Ok(frame << self.page_shift | offset);
-        }
-        let paddr = self.walk(root, va, read_entry)?;
-        let mut tlb = self.tlb.lock().unwrap_or_else(PoisonError::into_inner);
-        if tlb.len() >= TLB_ENTRIES {
-            tlb.clear();
-        }
-        tlb.insert(page, paddr >> self.page_shift);
-        Ok(paddr)
+        self.tlb
+            .translate(va, self.page_shift, || self.walk(root, va, read_entry))
     }
 
     fn pgtable_levels(&self) -> u8 {
@@ -388,7 +366,7 @@ impl Translate for Aarch64 {
 mod tests {
     use super::*;
     use std::cell::Cell;
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
 
     /// The real dump's (arm64 6.1, 4 KiB pages, 48-bit VAs) kimage_voffset and PHYS_OFFSET.
     const VOFFSET: u64 = 0xffff_d620_13c0_0000;
@@ -1153,15 +1131,9 @@ KERNELOFFSET=56204be00000
         let gone = |_: u64| Err(Gap::NotInDump);
         assert_eq!(t.translate(va + 0x1f_f010, &gone), Ok(0x401f_f010));
         // Bounded: full at TLB_ENTRIES, the next walk starts it over.
-        {
-            let mut tlb = t.tlb.lock().unwrap();
-            tlb.clear();
-            for page in 0..TLB_ENTRIES as u64 {
-                tlb.insert(page, page);
-            }
-        }
+        t.tlb.fill(0..Tlb::ENTRIES as u64);
         assert_eq!(mem.translate(&t, va + 0x2000), (Ok(0x4000_2000), 3));
-        assert_eq!(t.tlb.lock().unwrap().len(), 1);
+        assert_eq!(t.tlb.remembered(), 1);
         assert_eq!(t.translate(va + 0x2010, &gone), Ok(0x4000_2010));
         assert_eq!(
             t.translate(va + 0x1f_f010, &gone),

@@ -7,7 +7,9 @@
 pub mod aarch64;
 pub mod x86_64;
 
+use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::{Mutex, PoisonError};
 
 use crate::formats::segments::Segment;
 use crate::formats::vmcoreinfo::VmcoreInfo;
@@ -35,6 +37,69 @@ pub trait Translate: Send + Sync {
     fn pgtable_levels(&self) -> u8;
     /// Forgets remembered translations (after a write to the dump, which may change a table).
     fn forget_cached(&self) {}
+}
+
+/// Translations remembered per handle: virtual page → physical frame, bounded (emptied when
+/// full: reads come in bursts over a few structures, so a refill is cheap).
+pub struct Tlb {
+    pages: Mutex<HashMap<u64, u64>>,
+}
+
+impl Tlb {
+    pub const ENTRIES: usize = 1 << 16;
+
+    pub fn new() -> Tlb {
+        Tlb {
+            pages: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The physical address of `va` in pages of 2^`shift` bytes, walking on a miss.
+    pub fn translate(
+        &self,
+        va: u64,
+        shift: u32,
+        walk: impl FnOnce() -> Result<u64, Fault>,
+    ) -> Result<u64, Fault> {
+        let page = va >> shift;
+        let offset = va & ((1u64 << shift) - 1);
+        if let Some(frame) = self.lock().get(&page) {
+            return Ok(frame << shift | offset);
+        }
+        let paddr = walk()?;
+        let mut pages = self.lock();
+        if pages.len() >= Tlb::ENTRIES {
+            pages.clear();
+        }
+        pages.insert(page, paddr >> shift);
+        Ok(paddr)
+    }
+
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
+        self.pages.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[cfg(test)]
+    pub fn fill(&self, pages: impl Iterator<Item = u64>) {
+        let mut map = self.lock();
+        map.clear();
+        map.extend(pages.map(|p| (p, p)));
+    }
+
+    #[cfg(test)]
+    pub fn remembered(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+impl Default for Tlb {
+    fn default() -> Tlb {
+        Tlb::new()
+    }
 }
 
 /// What a translator is built from: the dump's VMCOREINFO and what the exec file and the

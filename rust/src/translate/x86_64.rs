@@ -2,11 +2,9 @@
 //! own page tables from `init_top_pgt` (4- or 5-level; 1 GiB and 2 MiB pages), with the SME
 //! encryption bit cleared from entries. Translations are remembered per handle (a small TLB).
 
-use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::{Mutex, PoisonError};
 
-use super::{Fault, KernelLayout, Translate};
+use super::{Fault, KernelLayout, Tlb, Translate};
 use crate::formats::Gap;
 
 /// `__START_KERNEL_map`: where x86_64 maps the kernel image.
@@ -18,7 +16,6 @@ const PRESENT: u64 = 1;
 const PAGE_SIZE_BIT: u64 = 1 << 7;
 /// Physical address bits 12..51 of a page-table entry.
 const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
-const TLB_ENTRIES: usize = 1 << 16;
 
 pub struct X86_64 {
     phys_base: u64,
@@ -28,7 +25,7 @@ pub struct X86_64 {
     top_table: Option<u64>,
     levels: u8,
     entry_mask: u64,
-    tlb: Mutex<HashMap<u64, u64>>,
+    tlb: Tlb,
 }
 
 impl X86_64 {
@@ -45,7 +42,7 @@ impl X86_64 {
             top_table: None,
             levels,
             entry_mask: ADDRESS_MASK & !sme_mask,
-            tlb: Mutex::new(HashMap::new()),
+            tlb: Tlb::new(),
         };
         translator.top_table = top_table_va.map(|va| translator.image_to_phys(va));
         translator
@@ -143,10 +140,7 @@ impl Translate for X86_64 {
     }
 
     fn forget_cached(&self) {
-        self.tlb
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.tlb.clear();
     }
 
     /// The physical address of `va`; `read_entry` reads 8 bytes of physical memory.
@@ -161,22 +155,7 @@ impl Translate for X86_64 {
         if self.image.contains(&va) {
             return Ok(self.image_to_phys(va));
         }
-        let page = va >> 12;
-        if let Some(frame) = self
-            .tlb
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&page)
-        {
-            return Ok(frame << 12 | (va & 0xfff));
-        }
-        let paddr = self.walk(va, read_entry)?;
-        let mut tlb = self.tlb.lock().unwrap_or_else(PoisonError::into_inner);
-        if tlb.len() >= TLB_ENTRIES {
-            tlb.clear();
-        }
-        tlb.insert(page, paddr >> 12);
-        Ok(paddr)
+        self.tlb.translate(va, 12, || self.walk(va, read_entry))
     }
 }
 

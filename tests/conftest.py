@@ -4,6 +4,8 @@ The corpus lives beside the repository (`Path(__file__).resolve().parents[2] / "
 else `$KVM_RS_SHARED`). Its compressed files are unpacked once per session by the corpus's
 own `unpack.py` (into `$KVM_RS_CORPUS_DIR`, else ~/.cache/kvm-rs-corpus). Without the corpus,
 the tests that need it skip, saying so; with it, they never skip: a failed unpack fails them.
+The fleet (../shared/fleet: other kernels, arm64, a split dump) works the same way, with its
+own `unpack.py` (into `$KVM_RS_FLEET_DIR`, else ~/.cache/kvm-rs-fleet).
 """
 
 from __future__ import annotations
@@ -56,8 +58,45 @@ CORPUS_ABSENT = (
 DUMP_NAMES: list[str] = sorted(_TRUTH["dumps"]) if _TRUTH else []
 
 
+def fleet_source() -> Path | None:
+    """../shared/fleet beside the repository, else $KVM_RS_SHARED/fleet; None if neither."""
+    beside = Path(__file__).resolve().parents[2] / "shared" / "fleet"
+    if beside.is_dir():
+        return beside
+    env = os.environ.get("KVM_RS_SHARED")
+    if env and (Path(env) / "fleet").is_dir():
+        return Path(env) / "fleet"
+    return None
+
+
+def _fleet_truth() -> dict[str, Any] | None:
+    source = fleet_source()
+    if source is None:
+        return None
+    return json.loads((source / "truth.json").read_text())
+
+
+_FLEET_TRUTH = _fleet_truth()
+FLEET_ABSENT = "fleet absent: no ../shared/fleet beside the repository and no $KVM_RS_SHARED/fleet"
+#: The fleet's dump names (truth.json's "dumps" keys: each part of a split dump is one).
+FLEET_DUMP_NAMES: list[str] = sorted(_FLEET_TRUTH["dumps"]) if _FLEET_TRUTH else []
+#: The files of every split set (truth.json's "sets"), each a part of one dump.
+FLEET_SPLIT_PARTS: list[str] = (
+    sorted(part for s in _FLEET_TRUTH["sets"].values() for part in s["parts"])
+    if _FLEET_TRUTH
+    else []
+)
+#: Parametrized test arguments: every fleet dump; every dump but the split parts; the parts.
+FLEET_PARAMS: dict[str, list[str]] = {
+    "fleet_dump": FLEET_DUMP_NAMES,
+    "fleet_whole_dump": [n for n in FLEET_DUMP_NAMES if n not in FLEET_SPLIT_PARTS],
+    "fleet_split_part": FLEET_SPLIT_PARTS,
+}
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Tests taking `dump_name` run once per corpus dump (or skip once, corpus absent)."""
+    """Tests taking `dump_name` run once per corpus dump (or skip once, corpus absent); those
+    taking one of FLEET_PARAMS once per fleet dump of that kind (or skip once, fleet absent)."""
     if "dump_name" in metafunc.fixturenames:
         if DUMP_NAMES:
             metafunc.parametrize("dump_name", DUMP_NAMES)
@@ -65,6 +104,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             metafunc.parametrize(
                 "dump_name", [pytest.param(None, marks=pytest.mark.skip(reason=CORPUS_ABSENT))]
             )
+    for param, names in FLEET_PARAMS.items():
+        if param in metafunc.fixturenames:
+            if _FLEET_TRUTH is not None:
+                metafunc.parametrize(param, names)
+            else:
+                metafunc.parametrize(
+                    param, [pytest.param(None, marks=pytest.mark.skip(reason=FLEET_ABSENT))]
+                )
 
 
 @dataclass(frozen=True)
@@ -132,6 +179,79 @@ def corpus() -> Corpus:
         if not (folder / needed).is_file():
             pytest.fail(f"corpus file missing after unpack: {folder / needed}", pytrace=False)
     return Corpus(folder, truth)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """The unpacked fleet: `dir` holds every file uncompressed; `truth` is its truth.json."""
+
+    dir: Path
+    truth: dict[str, Any]
+
+    @property
+    def dumps(self) -> list[str]:
+        return sorted(self.truth["dumps"])
+
+    def dump(self, name: str) -> Path:
+        return self.dir / name
+
+    def dump_truth(self, name: str) -> dict[str, Any]:
+        return self.truth["dumps"][name]
+
+    def boot(self, name: str) -> dict[str, Any]:
+        """truth.json's `boots` entry of the boot the dump was taken from."""
+        return self.truth["boots"][self.dump_truth(name)["boot"]]
+
+    def exec_file(self, name: str) -> Path:
+        """The dump's System.map (truth.json's exec_files)."""
+        return self.dir / self.dump_truth(name)["exec_files"][0]
+
+    def console_log(self, name: str) -> Path:
+        return self.dir / self.boot(name)["console_log"]
+
+    def vmcoreinfo_file(self, name: str) -> Path:
+        return self.dir / self.boot(name)["vmcoreinfo_file"]
+
+    def machine(self, name: str) -> str:
+        """uname -m of the guest ("x86_64, QEMU 7.2 ..." in truth.json's boots)."""
+        return str(self.boot(name)["machine"].split(",")[0])
+
+    @property
+    def split_sets(self) -> dict[str, dict[str, Any]]:
+        return self.truth["sets"]
+
+    def split_set_of(self, part: str) -> str:
+        [name] = [n for n, s in self.split_sets.items() if part in s["parts"]]
+        return name
+
+    def is_split_part(self, name: str) -> bool:
+        return any(name in s["parts"] for s in self.split_sets.values())
+
+
+@pytest.fixture(scope="session")
+def fleet() -> Fleet:
+    """The fleet, unpacked. Skips only when ../shared/fleet is absent; a failed unpack or a
+    file missing after it fails every test that needs the fleet."""
+    source = fleet_source()
+    if source is None:
+        pytest.skip(FLEET_ABSENT)
+    unpack = source / "unpack.py"
+    run = subprocess.run(
+        [sys.executable, str(unpack)], capture_output=True, text=True, env=os.environ.copy()
+    )
+    if run.returncode != 0 or not run.stdout.strip():
+        pytest.fail(f"{unpack} failed ({run.returncode}): {run.stderr.strip()}", pytrace=False)
+    folder = Path(run.stdout.strip().splitlines()[-1])
+    truth = json.loads((folder / "truth.json").read_text())
+    needed = {"truth.json", *truth["dumps"]}
+    for entry in truth["dumps"].values():
+        needed.update(entry["exec_files"])
+    for boot in truth["boots"].values():
+        needed.update((boot["console_log"], boot["vmcoreinfo_file"]))
+    for name in sorted(needed):
+        if not (folder / name).is_file():
+            pytest.fail(f"fleet file missing after unpack: {folder / name}", pytrace=False)
+    return Fleet(folder, truth)
 
 
 @pytest.fixture

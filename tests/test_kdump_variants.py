@@ -293,6 +293,26 @@ def test_big_endian(tmp_path: Path, abi: str, version: int) -> None:
         assert_dump(kd, spec)
 
 
+@pytest.mark.parametrize("abi", ["i386", "arm", "ppc64", "s390x"])
+def test_other_machines_read_physical_memory_only(tmp_path: Path, abi: str) -> None:
+    """SPEC 11: a machine with no translator opens and reads physical memory; a virtual read
+    is the hard error naming the machine, also through the C-style call."""
+    spec = make_spec(abi=abi, version=6, max_mapnr=0x1000)
+    core = write(tmp_path, "dump.kdump", kw.build(spec))
+    with open_kdump(tmp_path, core) as kd:
+        assert kd.info.machine == abi
+        assert kd.info.pgtable_levels is None
+        assert kd.read_physical(2 * PAGE, 16) == spec.pages[2][:16]
+        with pytest.raises(kvm_rs.KvmError) as raised:
+            kd.read(0xC000_0000, 16)
+        assert str(raised.value) == f"{core}: no address translation for {abi}"
+        assert raised.value.hard is True
+        assert raised.value.reason is None
+        buf = bytearray(16)
+        assert kvm_rs.read(kd, 0xC000_0000, buf) == -1
+        assert kvm_rs.geterr(kd) == f"{core}: no address translation for {abi}"
+
+
 AARCH64_64K = {
     "NUMBER(VA_BITS)": "48",
     "NUMBER(kimage_voffset)": "0xffff7fffc0000000",

@@ -387,10 +387,24 @@ impl CoreFormat for ElfCore {
     }
 
     fn physical_ranges(&self) -> Vec<(u64, u64)> {
-        self.by_paddr()
-            .pieces()
-            .iter()
-            .map(|p| (p.start, p.start.saturating_add(p.file_len)))
-            .collect()
+        // What the file really holds: each piece cut at the end of the file, and no more
+        // in all than the file's size (hostile headers may map one region many times).
+        let file_size = self.medium.size();
+        let mut budget = file_size;
+        let mut ranges = Vec::new();
+        for piece in self.by_paddr().pieces() {
+            let held = piece
+                .file_len
+                .min(file_size.saturating_sub(piece.offset))
+                .min(budget);
+            if held > 0 {
+                ranges.push((piece.start, piece.start.saturating_add(held)));
+            }
+            budget -= held;
+            if budget == 0 {
+                break;
+            }
+        }
+        ranges
     }
 }

@@ -34,10 +34,16 @@ impl Session {
         }
     }
 
+    /// Where `va`'s bytes are, for `kvm_write`.
     fn resolve(&self, core: &Core, va: u64) -> Result<Place> {
         if core.body.read_virt(va, &mut []).is_some() {
             return Ok(Place::Virtual(va));
         }
+        self.translate(core, va).map(Place::Physical)
+    }
+
+    /// The physical address of `va` through the machine's translator.
+    fn translate(&self, core: &Core, va: u64) -> Result<u64> {
         let Some(translator) = &self.translator else {
             return match core.machine_record() {
                 Some(machine) if machine.can_translate() => Err(Error::InvalidAddress {
@@ -60,7 +66,7 @@ impl Session {
             })
         };
         match translator.translate(va, &read_entry) {
-            Ok(pa) => Ok(Place::Physical(pa)),
+            Ok(pa) => Ok(pa),
             Err(Fault::NotMapped) => Err(Error::InvalidAddress {
                 addr: va,
                 reason: Reason::NotMapped,
@@ -132,10 +138,13 @@ impl Session {
             };
             let chunk = ((CHUNK - va % CHUNK) as usize).min(buf.len() - done);
             let dst = buf.get_mut(done..done + chunk).unwrap_or(&mut []);
-            let copied: std::result::Result<usize, Stop> = match self.resolve(core, va) {
-                Ok(Place::Virtual(va)) => core.body.read_virt(va, dst).unwrap_or(Ok(0)),
-                Ok(Place::Physical(pa)) => core.read_phys(pa, dst).map(|()| dst.len()),
-                Err(e) => return (done, Some(e)),
+            // The format's own virtual mapping first (one lookup), else a translation.
+            let copied: std::result::Result<usize, Stop> = match core.body.read_virt(va, dst) {
+                Some(result) => result,
+                None => match self.translate(core, va) {
+                    Ok(pa) => core.read_phys(pa, dst).map(|()| dst.len()),
+                    Err(e) => return (done, Some(e)),
+                },
             };
             match copied {
                 Ok(0) => return (done, Some(self.gap_error(Gap::NotInDump, va))),

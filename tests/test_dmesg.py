@@ -5,42 +5,24 @@ guest's serial console's kernel lines, in order, line for line.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import kvm_rs
 import pytest
 from clirun import run
+from console import KERNEL_LINE, assert_ordered_subsequence, kernel_lines
 
 if TYPE_CHECKING:
     from conftest import Corpus
 
-#: A kernel line as the console prints it: "[    0.000000] text".
-KERNEL_LINE = re.compile(r"\[ *\d+\.\d{6}\] ")
 PANIC_TRAILER = "---[ end Kernel panic - not syncing: sysrq triggered crash ]---"
 
 
 def console_kernel_lines(corpus: Corpus, dump_name: str) -> list[str]:
-    """The kernel lines of the serial console of the dump's boot (the log is CRLF)."""
+    """The kernel lines of the serial console of the dump's boot, exactly as printed."""
     path = corpus.path(f"{corpus.dump_truth(dump_name)['boot']}.console.log")
-    text = Path(path).read_bytes().decode("utf-8", "replace")
-    lines = [line for line in text.replace("\r\n", "\n").split("\n") if KERNEL_LINE.match(line)]
-    assert len(lines) > 300, f"{path}: too few kernel lines"
-    return lines
-
-
-def assert_ordered_subsequence(expected: list[str], got: list[str]) -> None:
-    """Every expected line occurs in `got`, exactly, in order (other lines may come between)."""
-    at = 0
-    for index, line in enumerate(expected):
-        try:
-            at = got.index(line, at) + 1
-        except ValueError:
-            why = "out of order" if line in got else "missing"
-            raise AssertionError(
-                f"console line {index} of {len(expected)} {why}: {line!r}"
-            ) from None
+    return kernel_lines(Path(path), 300, strip=False)
 
 
 def test_subsequence_helper_is_strict() -> None:

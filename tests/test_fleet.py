@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Union
 import kvm_rs
 import pytest
 from clirun import run
+from console import assert_ordered_subsequence, kernel_lines
 
 if TYPE_CHECKING:
     from conftest import Corpus, Fleet
@@ -64,7 +65,6 @@ PAGE_DESC = struct.Struct("<QIIQ")  # offset, size, flags, page_flags
 ZEROED = 100
 
 #: A kernel line as the console prints it: "[    1.234567] text".
-KERNEL_LINE = re.compile(r"\[ *\d+\.\d{6}\] ")
 #: "ADDR  hex bytes  |ascii|", the `kvm-rs read` hexdump.
 HEXDUMP_LINE = re.compile(r"([0-9a-f]{16})  ([0-9a-f]{2}(?: [0-9a-f]{2})*) *  \|(.*)\|")
 
@@ -152,36 +152,15 @@ def walked_entries(fleet: Fleet) -> dict[int, bytes]:
     return found
 
 
-def console_lines(fleet: Fleet, name: str) -> list[str]:
-    """The console log's lines (it is CRLF), trailing whitespace stripped."""
-    text = fleet.console_log(name).read_bytes().decode("utf-8", "replace")
-    return [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
-
-
 def console_kernel_lines(fleet: Fleet, name: str) -> list[str]:
-    """Only the kernel's lines ("[    1.234567] text"); the log also has the init script's."""
-    lines = [line for line in console_lines(fleet, name) if KERNEL_LINE.match(line)]
-    assert len(lines) > 200, f"{fleet.console_log(name)}: too few kernel lines"
-    return lines
+    """Only the kernel's lines ("[    1.234567] text"), trailing blanks stripped."""
+    return kernel_lines(fleet.console_log(name), 200)
 
 
 def console_command_line(fleet: Fleet, name: str) -> str:
     marker = "] Kernel command line: "
     [line] = [line for line in console_kernel_lines(fleet, name) if marker in line]
     return line.split(marker, 1)[1]
-
-
-def assert_ordered_subsequence(expected: list[str], got: list[str]) -> None:
-    """Every expected line occurs in `got`, exactly, in order (other lines may come between)."""
-    at = 0
-    for index, line in enumerate(expected):
-        try:
-            at = got.index(line, at) + 1
-        except ValueError:
-            why = "out of order" if line in got else "missing"
-            raise AssertionError(
-                f"console line {index} of {len(expected)} {why}: {line!r}"
-            ) from None
 
 
 # -- independent parsing: ELF cores and makedumpfile kdumps ------------------------------------

@@ -1,8 +1,8 @@
 //! kvm_rs: BSD libkvm (`kvm_open`, `kvm_nlist`, `kvm_read`, ...) for Linux kernels: symbol
 //! tables from vmlinux, System.map or kallsyms; memory from crash dumps or the live kernel.
 //!
-//! The core (everything but `bindings`) knows nothing of Python and returns typed errors
-//! whose `Display` is the libkvm message.
+//! The core (everything but `bindings`, behind the `python` feature) knows nothing of Python
+//! and returns typed errors whose `Display` is the libkvm message.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod cache;
@@ -16,4 +16,5 @@ pub mod session;
 pub mod symbols;
 pub mod translate;
 
+#[cfg(feature = "python")]
 mod bindings;

@@ -156,6 +156,23 @@ impl Medium for PreadFile {
     }
 }
 
+/// Bytes in memory as a medium: what the fuzz targets and unit tests open.
+pub struct InMemory(pub Vec<u8>);
+
+impl Medium for InMemory {
+    fn size(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn bytes_at(&self, offset: u64, len: usize) -> io::Result<Cow<'_, [u8]>> {
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.0.len());
+        let end = start.saturating_add(len).min(self.0.len());
+        Ok(Cow::Borrowed(self.0.get(start..end).unwrap_or(&[])))
+    }
+}
+
 /// Reads a whole file that cannot be mapped (procfs), refusing more than `limit` bytes.
 pub fn read_bounded(file: &File, limit: u64) -> io::Result<Vec<u8>> {
     use std::io::Read;

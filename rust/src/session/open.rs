@@ -196,14 +196,23 @@ impl Session {
             1 => opened.pop().map(|(_, o)| o.file),
             _ => None,
         };
-        let symbols = match exec {
-            Some(exec) => Symbols::File(exec),
-            None if kallsyms::Tables::from_vmcoreinfo(&core.vmcoreinfo).is_some() => {
-                Symbols::Core(Box::default())
-            }
-            None => Symbols::None,
-        };
-        Session::assemble(symbols, core, core_name, access, core_file, swap_file)
+        Session::assemble(
+            symbols_of(exec, &core),
+            core,
+            core_name,
+            access,
+            core_file,
+            swap_file,
+        )
+    }
+
+    /// A read-only handle over a core already recognised (an in-memory file in the fuzz
+    /// targets and tests): steps 8 and 9 only. Without `exec`, the dump's own kallsyms
+    /// tables are the symbols where VMCOREINFO names them.
+    pub fn from_core(exec: Option<Arc<ExecFile>>, mut core: Core, name: &[u8]) -> Result<Session> {
+        settle_vmcoreinfo(&mut core, None);
+        let symbols = symbols_of(exec, &core);
+        Session::assemble(symbols, core, name.to_vec(), libc::O_RDONLY, None, None)
     }
 
     /// Step 8's identity check, and the handle: symbols, core, translator.
@@ -246,6 +255,17 @@ impl Session {
             session.check_kallsyms_sample()?;
         }
         Ok(session)
+    }
+}
+
+/// The exec file, else the dump's own kallsyms tables where VMCOREINFO names them.
+fn symbols_of(exec: Option<Arc<ExecFile>>, core: &Core) -> Symbols {
+    match exec {
+        Some(exec) => Symbols::File(exec),
+        None if kallsyms::Tables::from_vmcoreinfo(&core.vmcoreinfo).is_some() => {
+            Symbols::Core(Box::default())
+        }
+        None => Symbols::None,
     }
 }
 

@@ -123,6 +123,10 @@ pub enum Error {
     ShortRead {
         addr: u64,
     },
+    /// `kvm_write` at `addr`, where the file holds no bytes (a cut dump): nothing written.
+    ShortWrite {
+        addr: u64,
+    },
     /// A read needs address translation the machine does not have.
     NoTranslation {
         path: PathName,
@@ -148,13 +152,20 @@ pub enum Error {
     },
     WriteCompressed,
     Closed,
+    /// The caller asked the work to stop (a signal arrived).
+    Interrupted,
 }
 
 impl Error {
     pub fn os(path: &[u8], err: &io::Error) -> Error {
+        // Errors raised before any system call (a path with a NUL byte) carry no errno.
+        let errno = err.raw_os_error().unwrap_or(match err.kind() {
+            io::ErrorKind::InvalidInput => libc::EINVAL,
+            _ => libc::EIO,
+        });
         Error::Os {
             path: path.to_vec(),
-            errno: err.raw_os_error().unwrap_or(libc::EIO),
+            errno,
         }
     }
 
@@ -255,6 +266,12 @@ impl Error {
                 let _ = write!(out, "invalid address ({addr:#x})");
             }
             Error::ShortRead { .. } => out.extend_from_slice(b"short read"),
+            Error::ShortWrite { addr } => {
+                let _ = write!(
+                    out,
+                    "kvm_write: short write ({addr:#x} is past the end of the file)"
+                );
+            }
             Error::NoTranslation { path, machine } => {
                 named(path, format_args!(": no address translation for {machine}"))
             }
@@ -279,6 +296,7 @@ impl Error {
                 out.extend_from_slice(b"kvm_write not implemented for compressed dumps")
             }
             Error::Closed => out.extend_from_slice(b"kvm handle is closed"),
+            Error::Interrupted => out.extend_from_slice(b"interrupted"),
         }
         out
     }

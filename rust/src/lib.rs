@@ -6,6 +6,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod cache;
+pub mod cancel;
 pub mod errors;
 pub mod formats;
 pub mod identity;

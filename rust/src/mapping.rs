@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapOptions};
 
 /// Random access to the bytes of a (possibly virtual) file.
 pub trait Medium: Send + Sync {
@@ -61,12 +61,23 @@ impl MappedFile {
                 file: None,
             });
         }
-        // SAFETY: the mapping is read-only (PROT_READ, MAP_SHARED: writes through kvm_write's
-        // descriptor show through it). Another process
-        // truncating the file under us would raise SIGBUS on access; dump files are not
-        // rewritten while they are analysed, which is the same contract drgn, crash and
-        // libkdumpfile rely on when they map a dump.
-        let map = unsafe { Mmap::map(file)? };
+        // SAFETY: `Mmap` hands out `&[u8]` over the file's pages, which is sound while no one
+        // changes those bytes or shortens the file as long as the map lives.
+        // - Us: only read-only opens are mapped. kvm_write's handles read through pread
+        //   (session/open.rs), and exec files are never written, so no write of ours aliases
+        //   a mapped slice.
+        // - The length is the caller's fstat, mapped exactly: no page past what it saw.
+        // - Other processes: a crash dump is immutable once written (makedumpfile and
+        //   kdump-tools finish a file before it is handed on), the contract crash and
+        //   libkdumpfile also map under. A file truncated under us would still raise SIGBUS
+        //   on access, and a file rewritten in place would show changing bytes: files that
+        //   change (procfs, devices) are never mapped, they are read with pread (PreadFile).
+        //   Mapping is kept for dumps because the reads copy straight from the page cache.
+        let map = unsafe {
+            MmapOptions::new()
+                .len(usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?)
+                .map(file)?
+        };
         Ok(MappedFile {
             map: Some(map),
             file: None,

@@ -7,6 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use crate::cancel::Cancel;
 use crate::kernel::dmesg::Record;
 use crate::session::{DumpFacts, Info, OpenRequest, Session};
 
@@ -104,7 +105,30 @@ fn check_readable(session: &Session) -> Result<(), String> {
     Ok(())
 }
 
+/// One dump's report; a panic in the library becomes that dump's report, never the batch's.
 fn describe(paths: &[Vec<u8>], template: &OpenRequest) -> Report {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        describe_unguarded(paths, template)
+    }))
+    .unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_owned());
+        Report {
+            paths: paths.to_vec(),
+            error: Some(format!("internal error: {what}")),
+            info: None,
+            facts: None,
+            panic: None,
+            readable: false,
+            reason: None,
+        }
+    })
+}
+
+fn describe_unguarded(paths: &[Vec<u8>], template: &OpenRequest) -> Report {
     let mut request = template.clone();
     request.corefiles = paths.to_vec();
     match Session::open(&request) {
@@ -136,11 +160,13 @@ fn describe(paths: &[Vec<u8>], template: &OpenRequest) -> Report {
     }
 }
 
-/// Runs `work` over `jobs` in `threads` threads, largest first; results in job order.
+/// Runs `work` over `jobs` in `threads` threads, largest first; results in job order (a
+/// cancelled run returns the jobs done).
 fn run_all<J: Sync, R: Send>(
     jobs: &[J],
     size: impl Fn(&J) -> u64,
     threads: usize,
+    cancel: &Cancel,
     work: impl Fn(&J) -> R + Sync,
 ) -> Vec<R> {
     // Largest files first: one big dump started last would leave the other threads idle.
@@ -153,6 +179,9 @@ fn run_all<J: Sync, R: Send>(
         for _ in 0..workers {
             scope.spawn(|| {
                 while let Some(&(_, index)) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if cancel.is_set() {
+                        break;
+                    }
                     let Some(job) = jobs.get(index) else { break };
                     let result = work(job);
                     let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
@@ -178,14 +207,16 @@ fn file_size(path: &[u8]) -> u64 {
 
 /// One report per dump, in the order of `paths`; the parts of a split dump found among
 /// them are opened together and reported once, where the first of them stands.
-pub fn scan(paths: &[Vec<u8>], template: &OpenRequest, threads: usize) -> Vec<Report> {
+pub fn scan(
+    paths: &[Vec<u8>],
+    template: &OpenRequest,
+    threads: usize,
+    cancel: &Cancel,
+) -> Result<Vec<Report>, crate::errors::Error> {
+    let size = |p: &Vec<Vec<u8>>| p.iter().map(|f| file_size(f)).sum();
     let singles: Vec<Vec<Vec<u8>>> = paths.iter().map(|p| vec![p.clone()]).collect();
-    let mut reports = run_all(
-        &singles,
-        |p| p.iter().map(|f| file_size(f)).sum(),
-        threads,
-        |p| describe(p, template),
-    );
+    let mut reports = run_all(&singles, size, threads, cancel, |p| describe(p, template));
+    cancel.check()?;
     // Parts of one dump carry the same VMCOREINFO (it names the boot and the crash time).
     let mut groups: HashMap<Vec<(String, String)>, Vec<usize>> = HashMap::new();
     for (index, report) in reports.iter().enumerate() {
@@ -198,7 +229,7 @@ pub fn scan(paths: &[Vec<u8>], template: &OpenRequest, threads: usize) -> Vec<Re
     }
     let sets: Vec<Vec<usize>> = groups.into_values().filter(|g| g.len() > 1).collect();
     if sets.is_empty() {
-        return reports;
+        return Ok(reports);
     }
     let set_paths: Vec<Vec<Vec<u8>>> = sets
         .iter()
@@ -209,12 +240,8 @@ pub fn scan(paths: &[Vec<u8>], template: &OpenRequest, threads: usize) -> Vec<Re
                 .collect()
         })
         .collect();
-    let mut joined = run_all(
-        &set_paths,
-        |p| p.iter().map(|f| file_size(f)).sum(),
-        threads,
-        |p| describe(p, template),
-    );
+    let mut joined = run_all(&set_paths, size, threads, cancel, |p| describe(p, template));
+    cancel.check()?;
     let mut absorbed = vec![false; reports.len()];
     for (set, report) in sets.iter().zip(joined.drain(..)) {
         let Some((&first, rest)) = set.split_first() else {
@@ -231,7 +258,7 @@ pub fn scan(paths: &[Vec<u8>], template: &OpenRequest, threads: usize) -> Vec<Re
     }
     let mut kept = absorbed.iter();
     reports.retain(|_| !kept.next().copied().unwrap_or(false));
-    reports
+    Ok(reports)
 }
 
 #[cfg(test)]

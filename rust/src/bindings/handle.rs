@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use super::detach::detached;
+use super::detach::{detached, interruptible};
 use super::errors::to_py;
 use crate::errors::Error;
 use crate::session::{Info, OpenRequest, Session};
@@ -15,6 +15,9 @@ use crate::session::{Info, OpenRequest, Session};
 /// Reads at least this large release the GIL (measured by benches/read_gil.py: below it,
 /// detaching costs more than the copy it frees the interpreter for).
 const DETACH_READ_BYTES: usize = 64 * 1024;
+/// Reads at least this large also let Ctrl-C through (a worker thread costs ~30 us; reads
+/// this size take milliseconds).
+const INTERRUPTIBLE_READ_BYTES: usize = 8 << 20;
 /// Reads up to this size get their whole result allocated at once.
 const MAX_DIRECT_READ: usize = 64 << 20;
 
@@ -84,7 +87,13 @@ impl Handle {
         size: usize,
     ) -> PyResult<(Bound<'py, PyBytes>, Option<PyErr>)> {
         let session = self.session(py)?;
-        let (data, error) = py.detach(|| session.read_physical(addr, size));
+        let (data, error) = if size >= INTERRUPTIBLE_READ_BYTES {
+            interruptible(py, |cancel| {
+                Ok(session.read_physical_with(addr, size, cancel))
+            })?
+        } else {
+            py.detach(|| session.read_physical(addr, size))
+        };
         Ok((PyBytes::new(py, &data), error.map(|e| to_py(py, &e))))
     }
 
@@ -100,12 +109,15 @@ impl Handle {
         let session = self.session(py)?;
         if size > MAX_DIRECT_READ {
             // Too large to allocate up front on the caller's word: grown as pages come.
-            let (data, error) = py.detach(|| session.read(addr, size));
+            let (data, error) =
+                interruptible(py, |cancel| Ok(session.read_with(addr, size, cancel)))?;
             return Ok((PyBytes::new(py, &data), error.map(|e| to_py(py, &e))));
         }
         let mut outcome = (0usize, None);
         let bytes = PyBytes::new_with(py, size, |buf| {
-            outcome = if size >= DETACH_READ_BYTES {
+            outcome = if size >= INTERRUPTIBLE_READ_BYTES {
+                interruptible(py, |cancel| Ok(session.read_into_with(addr, buf, cancel)))?
+            } else if size >= DETACH_READ_BYTES {
                 py.detach(|| session.read_into(addr, buf))
             } else {
                 session.read_into(addr, buf)
@@ -127,10 +139,11 @@ impl Handle {
         detached(py, move || session.write(addr, &data))
     }
 
-    /// The kernel log as the console prints it, one string per line (detached).
+    /// The kernel log as the console prints it, one string per line (detached; Ctrl-C
+    /// stops it).
     fn dmesg(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let session = self.session(py)?;
-        let records = detached(py, move || session.dmesg())?;
+        let records = interruptible(py, move |cancel| session.dmesg_with(cancel))?;
         Ok(records.iter().flat_map(|r| r.lines()).collect())
     }
 
@@ -208,7 +221,9 @@ pub fn scan<'py>(
         path_devmem: defaults.path_devmem,
         vmcoreinfo,
     };
-    let reports = py.detach(|| crate::scan::scan(&paths, &template, threads));
+    let reports = interruptible(py, |cancel| {
+        crate::scan::scan(&paths, &template, threads, cancel)
+    })?;
     reports
         .into_iter()
         .map(|report| {

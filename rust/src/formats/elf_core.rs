@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use super::notes::{Note, Notes};
+use super::notes::Notes;
 use super::segments::{Segment, SegmentIndex};
 use super::vmcoreinfo::{VmcoreInfo, MAX_VMCOREINFO};
 use super::{
@@ -260,17 +260,34 @@ fn parse(medium: Arc<dyn Medium>) -> Result<ElfCore, CoreFault> {
         medium: Arc::clone(&medium),
     };
     let mut note_bytes = 0u64;
+    let mut segments = Vec::new();
     for seg in notes {
         note_bytes = note_bytes.saturating_add(seg.filesz);
         if note_bytes > MAX_NOTES {
             return Err(invalid("notes larger than 64 MiB".into()));
         }
-        let raw = read_exact(medium.as_ref(), seg.offset, seg.filesz, "notes")?;
-        for note in Notes::new(&raw, eh.big_endian) {
+        segments.push(read_exact(
+            medium.as_ref(),
+            seg.offset,
+            seg.filesz,
+            "notes",
+        )?);
+    }
+    let mut vmcoreinfo: Vec<&[u8]> = Vec::new();
+    for raw in &segments {
+        for note in Notes::new(raw, eh.big_endian) {
             let note = note?;
-            core.take_note(&note);
+            match (note.name, note.n_type) {
+                (b"VMCOREINFO", _) if note.desc.len() <= MAX_VMCOREINFO => {
+                    vmcoreinfo.push(note.desc);
+                }
+                (b"CORE", NT_PRSTATUS) => core.cpus += 1,
+                (b"QEMU", _) => core.qemu_notes += 1,
+                _ => {}
+            }
         }
     }
+    core.vmcoreinfo = VmcoreInfo::parse_all(vmcoreinfo);
     Ok(core)
 }
 
@@ -300,17 +317,6 @@ impl ElfCore {
         self.by_paddr.get_or_init(|| {
             SegmentIndex::build(&self.loads, |s| (s.paddr != u64::MAX).then_some(s.paddr))
         })
-    }
-
-    fn take_note(&mut self, note: &Note<'_>) {
-        match (note.name, note.n_type) {
-            (b"VMCOREINFO", _) if note.desc.len() <= MAX_VMCOREINFO => {
-                self.vmcoreinfo.merge(VmcoreInfo::parse(note.desc));
-            }
-            (b"CORE", NT_PRSTATUS) => self.cpus += 1,
-            (b"QEMU", _) => self.qemu_notes += 1,
-            _ => {}
-        }
     }
 
     fn into_core(mut self, format: &'static str, live: bool) -> Core {

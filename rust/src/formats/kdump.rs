@@ -530,6 +530,7 @@ impl KdumpCore {
                 self.max_mapnr = mapnr;
             }
         }
+        let mut text = Vec::new();
         if self.header_version >= 3 {
             let offset = u64_field(layout.offset_vmcoreinfo)?;
             let size = field(layout.size_vmcoreinfo)?;
@@ -537,10 +538,10 @@ impl KdumpCore {
                 if size > MAX_VMCOREINFO as u64 {
                     return Err(invalid(format!("size_vmcoreinfo {size}")));
                 }
-                let text = exact(medium, offset, size, "vmcoreinfo")?;
-                self.vmcoreinfo = VmcoreInfo::parse(&text);
+                text = exact(medium, offset, size, "vmcoreinfo")?;
             }
         }
+        let mut notes = Vec::new();
         if self.header_version >= 4 {
             let offset = u64_field(layout.offset_note)?;
             let size = field(layout.size_note)?;
@@ -548,15 +549,17 @@ impl KdumpCore {
                 if size > 64 << 20 {
                     return Err(invalid(format!("size_note {size}")));
                 }
-                let raw = exact(medium, offset, size, "notes")?;
-                for note in Notes::new(&raw, self.abi.big_endian) {
-                    let note = note?;
-                    if note.name == b"VMCOREINFO" && note.desc.len() <= MAX_VMCOREINFO {
-                        self.vmcoreinfo.merge(VmcoreInfo::parse(note.desc));
-                    }
-                }
+                notes = exact(medium, offset, size, "notes")?;
             }
         }
+        let mut sources: Vec<&[u8]> = vec![&text];
+        for note in Notes::new(&notes, self.abi.big_endian) {
+            let note = note?;
+            if note.name == b"VMCOREINFO" && note.desc.len() <= MAX_VMCOREINFO {
+                sources.push(note.desc);
+            }
+        }
+        self.vmcoreinfo = VmcoreInfo::parse_all(sources);
         Ok(())
     }
 
@@ -878,7 +881,9 @@ impl CoreFormat for KdumpCore {
         };
         let page = self.raw_page_offset(pa / self.block_size)?;
         let within = pa % self.block_size;
-        Ok((page + within, want.min((self.block_size - within) as usize)))
+        // raw_page_offset checked that the whole page lies in the file.
+        let offset = page.checked_add(within).ok_or(Gap::Truncated)?;
+        Ok((offset, want.min((self.block_size - within) as usize)))
     }
 
     fn forget_cached(&self) {

@@ -18,6 +18,8 @@ pub struct VmcoreInfo {
 
 /// More text than any kernel writes (the kernel's buffer is one page); bounds hostile input.
 pub const MAX_VMCOREINFO: usize = 1 << 20;
+/// All sources together.
+pub const MAX_VMCOREINFO_TOTAL: usize = 4 << 20;
 
 /// FNV-1a of a key.
 fn key_hash(key: &str) -> u64 {
@@ -49,40 +51,38 @@ impl VmcoreInfo {
             }
             at += line.len();
         }
+        // Sorted by hash, then key, then line: a key written twice has its lines side by
+        // side, the first one first (n log n however the keys collide).
         let mut by_key: Vec<(u64, usize)> = (0..info.lines.len())
             .map(|i| (key_hash(info.key(i)), i))
             .collect();
-        by_key.sort_unstable();
+        by_key.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| info.key(a.1).cmp(info.key(b.1)))
+                .then(a.1.cmp(&b.1))
+        });
         // A key written twice keeps its first value, as the kernel's readers do.
         let mut first_seen: Vec<bool> = vec![true; info.lines.len()];
-        for (at, &(hash, line)) in by_key.iter().enumerate() {
-            let earlier = by_key
-                .get(..at)
-                .unwrap_or(&[])
-                .iter()
-                .rev()
-                .take_while(|(h, _)| *h == hash);
-            if earlier
-                .clone()
-                .any(|&(_, other)| info.key(other) == info.key(line))
-            {
-                if let Some(flag) = first_seen.get_mut(line) {
-                    *flag = false;
+        for pair in by_key.windows(2) {
+            if let [(h1, l1), (h2, l2)] = pair {
+                if h1 == h2 && info.key(*l1) == info.key(*l2) {
+                    if let Some(flag) = first_seen.get_mut(*l2) {
+                        *flag = false;
+                    }
                 }
             }
         }
-        by_key.retain(|&(_, line)| first_seen.get(line).copied().unwrap_or(false));
+        if first_seen.iter().all(|&kept| kept) {
+            info.by_key = by_key;
+            return info;
+        }
+        // Line numbers move where duplicates go: index again (rare: real files have none).
         let mut kept = first_seen.iter();
         info.lines.retain(|_| kept.next().copied().unwrap_or(false));
-        // Line numbers moved where duplicates went: index again (rare: real files have none).
-        if info.lines.len() != first_seen.len() {
-            info.by_key = (0..info.lines.len())
-                .map(|i| (key_hash(info.key(i)), i))
-                .collect();
-            info.by_key.sort_unstable();
-        } else {
-            info.by_key = by_key;
-        }
+        info.by_key = (0..info.lines.len())
+            .map(|i| (key_hash(info.key(i)), i))
+            .collect();
+        info.by_key.sort_unstable();
         info
     }
 
@@ -109,18 +109,27 @@ impl VmcoreInfo {
         self.lines.is_empty()
     }
 
-    /// Adds the keys of `other` that this one lacks (the second source of VMCOREINFO; it
-    /// usually holds the same text, which costs nothing).
-    pub fn merge(&mut self, other: VmcoreInfo) {
-        if other.text == self.text || other.is_empty() {
-            return;
+    /// VMCOREINFO from several sources (notes, the kdump sub-header): the first source's
+    /// keys win; a source equal to an earlier one adds nothing; the text is indexed once
+    /// and kept below `MAX_VMCOREINFO_TOTAL` (a file may hold any number of notes).
+    pub fn parse_all<'a>(sources: impl IntoIterator<Item = &'a [u8]>) -> VmcoreInfo {
+        let mut seen: Vec<&[u8]> = Vec::new();
+        let mut text = Vec::new();
+        for source in sources {
+            let source = source.split(|&b| b == 0).next().unwrap_or(&[]);
+            if text.len().saturating_add(source.len()) > MAX_VMCOREINFO_TOTAL {
+                break;
+            }
+            if source.is_empty() || seen.contains(&source) {
+                continue;
+            }
+            seen.push(source);
+            if !text.is_empty() && !text.ends_with(b"\n") {
+                text.push(b'\n');
+            }
+            text.extend_from_slice(source);
         }
-        let mut text = std::mem::take(&mut self.text);
-        if !text.is_empty() && !text.ends_with('\n') {
-            text.push('\n');
-        }
-        text.push_str(&other.text);
-        *self = VmcoreInfo::index(text);
+        VmcoreInfo::index(String::from_utf8_lossy(&text).into_owned())
     }
 
     /// `(key, value)` in the order the kernel wrote them.
@@ -223,10 +232,17 @@ mod tests {
     }
 
     #[test]
-    fn merge_keeps_first_source() {
-        let mut a = VmcoreInfo::parse(b"A=1\n");
-        a.merge(VmcoreInfo::parse(b"A=2\nB=3\n"));
+    fn sources_merge_with_the_first_winning() {
+        let a = VmcoreInfo::parse_all([&b"A=1\n"[..], b"A=2\nB=3\n", b"A=1\n"]);
         assert_eq!(a.get("A"), Some("1"));
         assert_eq!(a.get("B"), Some("3"));
+        assert_eq!(a.entries().count(), 2);
+    }
+
+    #[test]
+    fn many_repeated_keys_index_fast() {
+        let text = "K=1\n".repeat(250_000);
+        let info = VmcoreInfo::parse(text.as_bytes());
+        assert_eq!((info.get("K"), info.entries().count()), (Some("1"), 1));
     }
 }

@@ -7,9 +7,11 @@ use super::{ReadFn, Words};
 use crate::errors::{CoreFault, Error};
 use crate::formats::vmcoreinfo::VmcoreInfo;
 
-/// The largest ring we read whole (the kernel's limit for log_buf_len is 2 GiB; real
-/// systems use at most a few MiB).
-const MAX_RING_BYTES: u64 = 256 << 20;
+/// The largest ring we read whole (CONFIG_LOG_BUF_SHIFT is at most 25: 32 MiB; log_buf_len=
+/// on the command line may ask more, real systems a few MiB).
+const MAX_RING_BYTES: u64 = 64 << 20;
+/// No structure of the printk ring is larger: an OFFSET()/SIZE() beyond is not a layout.
+const MAX_FIELD: u64 = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -46,10 +48,24 @@ impl Layout<'_> {
 
     fn field(&self, kind: &str, name: &str) -> Result<u64, Error> {
         let key = format!("{kind}({name})");
-        self.info
+        let value = self
+            .info
             .get(&key)
             .and_then(|v| v.parse::<u64>().ok())
-            .ok_or_else(|| unreadable(&format!("VMCOREINFO has no {key}")))
+            .ok_or_else(|| unreadable(&format!("VMCOREINFO has no {key}")))?;
+        if value > MAX_FIELD {
+            return Err(unreadable(&format!("{key}={value} is not a layout")));
+        }
+        Ok(value)
+    }
+
+    /// `SIZE(name)`, at least `least` bytes (the fields the decoder reads from it).
+    fn size_at_least(&self, name: &str, least: u64) -> Result<u64, Error> {
+        let size = self.size(name)?;
+        if size < least {
+            return Err(unreadable(&format!("SIZE({name})={size} is too small")));
+        }
+        Ok(size)
     }
 }
 
@@ -76,23 +92,26 @@ pub fn records(read: ReadFn<'_>, info: &VmcoreInfo, words: Words) -> Result<Vec<
 /// ring of 2^size_bits bytes where each block starts with its descriptor id.
 fn lockless(read: ReadFn<'_>, layout: &Layout<'_>, prb_symbol: u64) -> Result<Vec<Record>, Error> {
     let w = layout.words;
+    let long = w.long_bytes();
+    // Kernel addresses: offsets are bounded by MAX_FIELD, addresses wrap as the CPU's do.
+    let at = |base: u64, name: &str| layout.offset(name).map(|o| base.wrapping_add(o));
     let prb = w.read_long(read, prb_symbol)?;
     let counter = layout.offset("atomic_long_t.counter").unwrap_or(0);
-    let desc_ring = prb + layout.offset("printk_ringbuffer.desc_ring")?;
-    let count_bits = w.read_u32(read, desc_ring + layout.offset("prb_desc_ring.count_bits")?)?;
-    let descs = w.read_long(read, desc_ring + layout.offset("prb_desc_ring.descs")?)?;
-    let infos = w.read_long(read, desc_ring + layout.offset("prb_desc_ring.infos")?)?;
+    let desc_ring = at(prb, "printk_ringbuffer.desc_ring")?;
+    let count_bits = w.read_u32(read, at(desc_ring, "prb_desc_ring.count_bits")?)?;
+    let descs = w.read_long(read, at(desc_ring, "prb_desc_ring.descs")?)?;
+    let infos = w.read_long(read, at(desc_ring, "prb_desc_ring.infos")?)?;
     let head_id = w.read_long(
         read,
-        desc_ring + layout.offset("prb_desc_ring.head_id")? + counter,
+        at(desc_ring, "prb_desc_ring.head_id")?.wrapping_add(counter),
     )?;
     let tail_id = w.read_long(
         read,
-        desc_ring + layout.offset("prb_desc_ring.tail_id")? + counter,
+        at(desc_ring, "prb_desc_ring.tail_id")?.wrapping_add(counter),
     )?;
-    let text_ring = prb + layout.offset("printk_ringbuffer.text_data_ring")?;
-    let size_bits = w.read_u32(read, text_ring + layout.offset("prb_data_ring.size_bits")?)?;
-    let data = w.read_long(read, text_ring + layout.offset("prb_data_ring.data")?)?;
+    let text_ring = at(prb, "printk_ringbuffer.text_data_ring")?;
+    let size_bits = w.read_u32(read, at(text_ring, "prb_data_ring.size_bits")?)?;
+    let data = w.read_long(read, at(text_ring, "prb_data_ring.data")?)?;
 
     if count_bits >= 32 || size_bits >= 40 {
         return Err(unreadable(&format!(
@@ -101,11 +120,14 @@ fn lockless(read: ReadFn<'_>, layout: &Layout<'_>, prb_symbol: u64) -> Result<Ve
     }
     let count = 1u64 << count_bits;
     let data_size = 1u64 << size_bits;
-    let desc_size = layout.size("prb_desc")?;
-    let info_size = layout.size("printk_info")?;
-    if count * desc_size.max(info_size) > MAX_RING_BYTES || data_size > MAX_RING_BYTES {
-        return Err(unreadable("ring larger than 256 MiB"));
+    // A descriptor holds the state and two positions; an info at least seq and ts_nsec.
+    let desc_size = layout.size_at_least("prb_desc", 3 * long)?;
+    let info_size = layout.size_at_least("printk_info", 16)?;
+    if count.saturating_mul(desc_size.max(info_size)) > MAX_RING_BYTES || data_size > MAX_RING_BYTES
+    {
+        return Err(unreadable("ring larger than 64 MiB"));
     }
+    // Within MAX_RING_BYTES: these products and sums stay far below 2^64.
     let descs_raw = read(descs, (count * desc_size) as usize)?;
     let infos_raw = read(infos, (count * info_size) as usize)?;
     let data_raw = read(data, data_size as usize)?;
@@ -125,6 +147,8 @@ fn lockless(read: ReadFn<'_>, layout: &Layout<'_>, prb_symbol: u64) -> Result<Ve
     const FINALIZED: u64 = 2;
 
     let mut out = Vec::new();
+    // Records do not share ring bytes: more text than the ring holds is a corrupt ring.
+    let mut text_total = 0u64;
     let mut id = tail_id;
     for _ in 0..=count {
         let index = id & (count - 1);
@@ -145,7 +169,11 @@ fn lockless(read: ReadFn<'_>, layout: &Layout<'_>, prb_symbol: u64) -> Result<Ve
                 } else {
                     0
                 };
-                let from = (start + w.long_bytes()) as usize;
+                text_total += text_len;
+                if text_total > data_size {
+                    return Err(unreadable("records hold more text than the ring"));
+                }
+                let from = (start + long) as usize;
                 let to = from.saturating_add(text_len as usize).min(data_raw.len());
                 String::from_utf8_lossy(data_raw.get(from..to).unwrap_or(&[])).into_owned()
             };
@@ -188,16 +216,18 @@ fn variable_length(
         return Err(unreadable(&format!("log_buf_len {len}")));
     }
     let raw = read(buf, len as usize)?;
-    let header = layout.size("printk_log")?;
+    // The header: ts_nsec, len, text_len, facility and level at least.
+    let header = layout.size_at_least("printk_log", 14)?;
     let ts_at = layout.offset("printk_log.ts_nsec")?;
     let len_at = layout.offset("printk_log.len")?;
     let text_len_at = layout.offset("printk_log.text_len")?;
     let mut out = Vec::new();
     let mut idx = first;
     let mut seq = 0u64;
-    // Every record is at least a header long: this bounds the walk on a corrupt buffer.
-    for _ in 0..=len / header.max(1) {
-        if idx == next {
+    // Every record is at least a header long: this bounds the walk on a corrupt buffer, and
+    // every index below stays under len + MAX_FIELD.
+    for _ in 0..=len / header {
+        if idx == next || idx >= len {
             break;
         }
         let rec_len = u64::from(w.u16(&raw, idx + len_at));

@@ -9,7 +9,12 @@ use crate::errors::Error;
 use crate::formats::vmcoreinfo::VmcoreInfo;
 
 /// More symbols than any kernel has (a large allyesconfig has ~300k).
-const MAX_SYMBOLS: u64 = 10_000_000;
+const MAX_SYMBOLS: u64 = 4_000_000;
+/// The longest name with its type letter: the kernel's KSYM_NAME_LEN is 512 (since 6.1;
+/// 128 before), so a longer entry is a corrupt table, not a name.
+const MAX_NAME: usize = 1024;
+/// All names together: a real table has a few MiB.
+const MAX_NAME_BYTES: usize = 256 << 20;
 const NAMES_CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy)]
@@ -57,13 +62,20 @@ pub fn decode(
     if num_syms == 0 || num_syms > MAX_SYMBOLS {
         return Err(bad(&format!("kallsyms_num_syms {num_syms}")));
     }
-    let count = limit.map_or(num_syms, |l| (l as u64).min(num_syms)) as usize;
+    let count = usize::try_from(limit.map_or(num_syms, |l| (l as u64).min(num_syms)))
+        .map_err(|_| bad("too many symbols"))?;
     let relative_base = words.read_long(read, tables.relative_base)?;
     let index_raw = read(tables.token_index, 512)?;
     let token_index: Vec<usize> = (0..256u64)
         .map(|i| usize::from(words.u16(&index_raw, i * 2)))
         .collect();
-    let table_len = token_index.iter().max().copied().unwrap_or(0) + 256;
+    // The longest token cannot be longer than a name.
+    let table_len = token_index
+        .iter()
+        .max()
+        .copied()
+        .unwrap_or(0)
+        .saturating_add(MAX_NAME);
     let token_table = read(tables.token_table, table_len)?;
     let tokens: Vec<&[u8]> = token_index
         .iter()
@@ -73,7 +85,7 @@ pub fn decode(
                 .unwrap_or(&[])
         })
         .collect();
-    let offsets = read(tables.offsets, count * 4)?;
+    let offsets = read(tables.offsets, count.saturating_mul(4))?;
     let offsets: Vec<i32> = (0..(offsets.len() / 4) as u64)
         .map(|i| words.u32(&offsets, i * 4) as i32)
         .collect();
@@ -88,7 +100,10 @@ pub fn decode(
         buf: Vec::new(),
         pos: 0,
     };
-    let mut out = Vec::with_capacity(count);
+    // Grown as names decode: `count` is the dump's claim.
+    let mut out = Vec::with_capacity(count.min(1 << 16));
+    let mut total = 0usize;
+    let mut expanded = Vec::with_capacity(MAX_NAME);
     for &offset in offsets.iter().take(count) {
         let first = names.byte()?;
         let len = if first & 0x80 != 0 {
@@ -96,10 +111,23 @@ pub fn decode(
         } else {
             usize::from(first)
         };
-        let mut expanded = Vec::with_capacity(len * 3);
+        if len > MAX_NAME {
+            return Err(bad(&format!("a name of {len} tokens")));
+        }
+        expanded.clear();
         for _ in 0..len {
-            let token = names.byte()?;
-            expanded.extend_from_slice(tokens.get(usize::from(token)).copied().unwrap_or(&[]));
+            let token = tokens
+                .get(usize::from(names.byte()?))
+                .copied()
+                .unwrap_or(&[]);
+            if expanded.len().saturating_add(token.len()) > MAX_NAME {
+                return Err(bad(&format!("a name longer than {MAX_NAME} bytes")));
+            }
+            expanded.extend_from_slice(token);
+        }
+        total = total.saturating_add(expanded.len());
+        if total > MAX_NAME_BYTES {
+            return Err(bad("names longer than 256 MiB in all"));
         }
         let Some((&letter, name)) = expanded.split_first() else {
             return Err(bad("empty name entry"));
@@ -136,7 +164,7 @@ impl NameStream<'_> {
     fn byte(&mut self) -> Result<u8, Error> {
         if self.pos >= self.buf.len() {
             self.buf = (self.read)(self.at, NAMES_CHUNK)?;
-            self.at += self.buf.len() as u64;
+            self.at = self.at.wrapping_add(self.buf.len() as u64);
             self.pos = 0;
         }
         let byte = self

@@ -5,6 +5,7 @@
 use std::os::unix::fs::FileExt;
 
 use super::Session;
+use crate::cancel::{Cancel, NEVER};
 use crate::errors::{CoreFault, Error, Reason, Result};
 use crate::formats::{Address, Core, Gap, Stop};
 use crate::translate::Fault;
@@ -93,12 +94,53 @@ impl Session {
     /// copied and, when it stopped early, why (libkvm counts an invalid address after some
     /// bytes as a failure of the whole read; a truncated dump as a short read).
     pub fn read(&self, addr: u64, len: usize) -> (Vec<u8>, Option<Error>) {
-        self.read_grown(addr, len, |at, buf| self.read_into(at, buf))
+        self.read_with(addr, len, &NEVER)
+    }
+
+    /// `read`, stopping with `Error::Interrupted` once `cancel` is set (checked a block at
+    /// a time).
+    pub fn read_with(&self, addr: u64, len: usize, cancel: &Cancel) -> (Vec<u8>, Option<Error>) {
+        self.read_grown(addr, len, cancel, |at, buf| self.read_into(at, buf))
     }
 
     /// Physical memory, as `read` reads virtual memory.
     pub fn read_physical(&self, addr: u64, len: usize) -> (Vec<u8>, Option<Error>) {
-        self.read_grown(addr, len, |at, buf| self.read_physical_into(at, buf))
+        self.read_physical_with(addr, len, &NEVER)
+    }
+
+    pub fn read_physical_with(
+        &self,
+        addr: u64,
+        len: usize,
+        cancel: &Cancel,
+    ) -> (Vec<u8>, Option<Error>) {
+        self.read_grown(addr, len, cancel, |at, buf| {
+            self.read_physical_into(at, buf)
+        })
+    }
+
+    /// `read_into`, a block at a time, stopping once `cancel` is set.
+    pub fn read_into_with(
+        &self,
+        addr: u64,
+        buf: &mut [u8],
+        cancel: &Cancel,
+    ) -> (usize, Option<Error>) {
+        let mut done = 0usize;
+        for block in buf.chunks_mut(READ_BLOCK) {
+            if let Err(e) = cancel.check() {
+                return (done, Some(e));
+            }
+            let Some(at) = addr.checked_add(done as u64) else {
+                return (done, Some(self.past_the_top(addr, done)));
+            };
+            let (copied, error) = self.read_into(at, block);
+            done += copied;
+            if error.is_some() {
+                return (done, error);
+            }
+        }
+        (done, None)
     }
 
     /// Grown a block at a time: an absurd length fails at its first bad page, not at malloc.
@@ -106,17 +148,22 @@ impl Session {
         &self,
         addr: u64,
         len: usize,
+        cancel: &Cancel,
         read_into: impl Fn(u64, &mut [u8]) -> (usize, Option<Error>),
     ) -> (Vec<u8>, Option<Error>) {
         let mut out: Vec<u8> = Vec::new();
         while out.len() < len {
+            if let Err(e) = cancel.check() {
+                return (out, Some(e));
+            }
             let start = out.len();
+            let Some(at) = addr.checked_add(start as u64) else {
+                let error = self.past_the_top(addr, start);
+                return (out, Some(error));
+            };
             let block = (len - start).min(READ_BLOCK);
             out.resize(start + block, 0);
-            let (copied, error) = read_into(
-                addr.wrapping_add(start as u64),
-                out.get_mut(start..).unwrap_or(&mut []),
-            );
+            let (copied, error) = read_into(at, out.get_mut(start..).unwrap_or(&mut []));
             out.truncate(start + copied);
             if error.is_some() {
                 return (out, error);
@@ -212,10 +259,10 @@ impl Session {
                 Place::Virtual(va) => Address::Virtual(va),
                 Place::Physical(pa) => Address::Physical(pa),
             };
-            let (offset, n) = core
-                .body
-                .write_extent(at, chunk)
-                .map_err(|gap| self.gap_error(gap, va))?;
+            let (offset, n) = core.body.write_extent(at, chunk).map_err(|gap| match gap {
+                Gap::Truncated => Error::ShortWrite { addr: va },
+                other => self.gap_error(other, va),
+            })?;
             targets.push((offset, done, n));
             done += n;
         }

@@ -141,8 +141,16 @@ impl Session {
 
     /// The kernel log, decoded with VMCOREINFO alone.
     pub fn dmesg(&self) -> Result<Vec<crate::kernel::dmesg::Record>> {
+        self.dmesg_with(&crate::cancel::NEVER)
+    }
+
+    /// `dmesg`, stopping with `Error::Interrupted` once `cancel` is set.
+    pub fn dmesg_with(
+        &self,
+        cancel: &crate::cancel::Cancel,
+    ) -> Result<Vec<crate::kernel::dmesg::Record>> {
         let core = self.readable_core("kvm_read")?;
-        let read = |addr: u64, len: usize| match self.read(addr, len) {
+        let read = |addr: u64, len: usize| match self.read_with(addr, len, cancel) {
             (data, None) => Ok(data),
             (_, Some(error)) => Err(error),
         };

@@ -129,9 +129,12 @@ fn medium_of(path: &[u8], opened: &OpenedCore, access: i32) -> Result<Arc<dyn Me
         opened.file.try_clone().map_err(|e| Error::os(path, &e))?
     };
     Ok(match opened.origin {
-        Origin::Dump => Arc::new(
+        // A dump opened for writing is read with pread: no mapped slice may alias a page
+        // that kvm_write is rewriting.
+        Origin::Dump if access == libc::O_RDONLY => Arc::new(
             MappedFile::with_file(reader, opened.meta.len()).map_err(|e| Error::os(path, &e))?,
         ),
+        Origin::Dump => Arc::new(PreadFile::new(reader, opened.meta.len())),
         Origin::Procfs | Origin::DevMem => Arc::new(PreadFile::new(reader, u64::MAX)),
     })
 }

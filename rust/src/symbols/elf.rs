@@ -22,6 +22,9 @@ use crate::formats::notes::Notes;
 use crate::formats::Fields;
 use crate::translate;
 
+/// The longest symbol name taken from `.strtab` (kallsyms keeps at most 512 bytes).
+const MAX_NAME: usize = 4096;
+
 const SHN_UNDEF: usize = 0;
 const SHN_ABS: usize = 0xfff1;
 const SHN_COMMON: usize = 0xfff2;
@@ -183,7 +186,12 @@ impl ElfSymtab {
             let Some(rest) = strtab.get(name_at as usize..) else {
                 continue;
             };
-            let len = memchr::memchr(0, rest).unwrap_or(rest.len());
+            // A name ends at its NUL within MAX_NAME bytes; a string table without one (a
+            // damaged file) must not make every symbol scan to its end.
+            let window = rest.get(..MAX_NAME).unwrap_or(rest);
+            let Some(len) = memchr::memchr(0, window) else {
+                continue;
+            };
             let Some(name) = rest.get(..len).filter(|n| !n.is_empty()) else {
                 continue;
             };

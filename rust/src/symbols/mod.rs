@@ -14,6 +14,9 @@ use crate::errors::SymbolFault;
 use crate::mapping::MappedFile;
 use index::NameIndex;
 
+/// Names remembered by `lookup_few` per exec file (a kernel's VMCOREINFO names ~30).
+const MEMO_NAMES: usize = 4096;
+
 pub const N_UNDF: u8 = 0x00;
 pub const N_EXT: u8 = 0x01;
 pub const N_ABS: u8 = 0x02;
@@ -147,33 +150,48 @@ impl ExecFile {
     }
 
     /// Symbols for a few names (global definitions preferred), without building the index:
-    /// one pass over the table for the names not asked before, the rest from the memo.
+    /// one pass over the table for the names not asked before, the rest from the memo. The
+    /// memo is bounded: the exec file outlives its handles, and every dump's VMCOREINFO may
+    /// ask for names of its own.
     pub fn lookup_few(&self, names: &[&str]) -> HashMap<String, Symbol> {
         let mut memo = self
             .looked_up
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let missing: Vec<&str> = names
-            .iter()
-            .copied()
-            .filter(|n| !memo.contains_key(*n))
-            .collect();
-        if !missing.is_empty() {
-            let fresh = match self.index.get() {
-                Some(index) => missing
-                    .iter()
-                    .filter_map(|n| Some(((*n).to_owned(), index.get(self.data(), n.as_bytes())?)))
-                    .collect(),
-                None => self.scan_for(&missing),
-            };
-            for name in missing {
-                memo.insert(name.to_owned(), fresh.get(name).copied());
+        let mut result = HashMap::new();
+        let mut missing: Vec<&str> = Vec::new();
+        for &name in names {
+            match memo.get(name) {
+                Some(Some(sym)) => {
+                    result.insert(name.to_owned(), *sym);
+                }
+                Some(None) => {}
+                None => missing.push(name),
             }
         }
-        names
-            .iter()
-            .filter_map(|n| Some(((*n).to_owned(), (*memo.get(*n)?)?)))
-            .collect()
+        if missing.is_empty() {
+            return result;
+        }
+        let fresh = match self.index.get() {
+            Some(index) => missing
+                .iter()
+                .filter_map(|n| Some(((*n).to_owned(), index.get(self.data(), n.as_bytes())?)))
+                .collect(),
+            None => self.scan_for(&missing),
+        };
+        if memo.len().saturating_add(missing.len()) > MEMO_NAMES {
+            memo.clear();
+        }
+        for name in missing {
+            let hit = fresh.get(name).copied();
+            if let Some(sym) = hit {
+                result.insert(name.to_owned(), sym);
+            }
+            if memo.len() < MEMO_NAMES {
+                memo.insert(name.to_owned(), hit);
+            }
+        }
+        result
     }
 
     fn scan_for(&self, names: &[&str]) -> HashMap<String, Symbol> {

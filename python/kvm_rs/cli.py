@@ -36,6 +36,7 @@ exit status:
   1  the dump could not be opened or read (the message says why, on stderr)
   2  usage error
   3  scan: at least one dump failed to open (each has its report)
+  130  interrupted (Ctrl-C)
 """
 
 #: Where the kdump tools (kdump-tools, kexec-tools) leave dumps.
@@ -331,8 +332,21 @@ def _scan(args: argparse.Namespace) -> int:
 COMMANDS = {"info": _info, "nlist": _nlist, "read": _read, "dmesg": _dmesg}
 
 
+#: The shell's status for a command ended by SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        # Ctrl-C stops the native work within a tenth of a second; no traceback for it.
+        print("kvm-rs: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "scan":
         return _scan(args)
     try:

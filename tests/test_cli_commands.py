@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -297,3 +299,23 @@ def test_read_unknown_symbol(corpus: Corpus, execfile: str) -> None:
     assert result.returncode == EXIT_FAILED
     assert result.stdout == ""
     assert "no_such_symbol_xyz: no such symbol" in result.stderr
+
+
+def test_ctrl_c_during_scan_exits_130_without_a_traceback(corpus: Corpus) -> None:
+    paths = [str(corpus.dump(name)) for name in corpus.dumps] * 3000
+    child = subprocess.Popen(
+        [*kvm_rs_command(), "scan", "--json", *paths],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)
+    child.send_signal(signal.SIGINT)
+    try:
+        _, stderr = child.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        raise
+    assert child.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "kvm-rs: interrupted", stderr
+    assert "Traceback" not in stderr

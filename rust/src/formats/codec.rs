@@ -27,7 +27,9 @@ pub fn decompress(flags: u32, src: &[u8], page: &mut [u8]) -> Result<(), String>
         DUMP_DH_COMPRESSED_ZLIB => {
             let mut inflater = flate2::Decompress::new(true);
             match inflater.decompress(src, page, flate2::FlushDecompress::Finish) {
-                Ok(flate2::Status::StreamEnd) => inflater.total_out() as usize,
+                // At most the page's length: the page is the only output buffer.
+                Ok(flate2::Status::StreamEnd) => usize::try_from(inflater.total_out())
+                    .map_err(|_| "zlib output larger than memory".to_owned())?,
                 Ok(_) => return Err("zlib data does not end within one page".into()),
                 Err(e) => return Err(format!("zlib: {e}")),
             }

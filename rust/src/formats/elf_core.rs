@@ -115,12 +115,13 @@ fn parse_ehdr(medium: &dyn Medium) -> Result<Ehdr, CoreFault> {
     let bad = || truncated("ELF header");
     let e_type = f.u16(16).ok_or_else(bad)?;
     let e_machine = f.u16(18).ok_or_else(bad)?;
-    let (phoff, shoff, flags_at) = if class64 {
-        (f.u64(32), f.u64(40), 48)
+    // e_flags, then e_ehsize, e_phentsize, e_phnum, e_shentsize (u16 each).
+    let (phoff, shoff, flags_at, phentsize_at) = if class64 {
+        (f.u64(32), f.u64(40), 48, 54)
     } else {
-        (f.u32(28).map(u64::from), f.u32(32).map(u64::from), 36)
+        (f.u32(28).map(u64::from), f.u32(32).map(u64::from), 36, 42)
     };
-    let rest = flags_at + 4;
+    let (phnum_at, shentsize_at) = if class64 { (56, 58) } else { (44, 46) };
     Ok(Ehdr {
         class64,
         big_endian,
@@ -129,9 +130,9 @@ fn parse_ehdr(medium: &dyn Medium) -> Result<Ehdr, CoreFault> {
         e_flags: f.u32(flags_at).ok_or_else(bad)?,
         phoff: phoff.ok_or_else(bad)?,
         shoff: shoff.ok_or_else(bad)?,
-        phentsize: f.u16(rest + 2).ok_or_else(bad)?,
-        phnum: f.u16(rest + 4).ok_or_else(bad)?,
-        shentsize: f.u16(rest + 6).ok_or_else(bad)?,
+        phentsize: f.u16(phentsize_at).ok_or_else(bad)?,
+        phnum: f.u16(phnum_at).ok_or_else(bad)?,
+        shentsize: f.u16(shentsize_at).ok_or_else(bad)?,
     })
 }
 
@@ -189,10 +190,12 @@ fn parse(medium: Arc<dyn Medium>) -> Result<ElfCore, CoreFault> {
     if phnum > MAX_PHNUM {
         return Err(invalid(format!("{phnum} program headers")));
     }
-    let table_len = phnum * u64::from(phsize);
-    if eh.phoff.checked_add(table_len).is_none() {
+    let Some(table_len) = phnum
+        .checked_mul(u64::from(phsize))
+        .filter(|&len| eh.phoff.checked_add(len).is_some())
+    else {
         return Err(invalid("program headers outside the file".into()));
-    }
+    };
     // Borrowed from the mapping where there is one: a paging dump has 3.7 MB of headers.
     let table_len = usize::try_from(table_len)
         .map_err(|_| invalid("program headers outside the file".into()))?;
@@ -200,22 +203,22 @@ fn parse(medium: Arc<dyn Medium>) -> Result<ElfCore, CoreFault> {
         Ok(Some(bytes)) => bytes,
         _ => return Err(truncated("program headers")),
     };
-    let f = Fields::new(&table, eh.big_endian);
     let file_size = medium.size();
 
     let mut loads = Vec::new();
     let mut notes = Vec::new();
     let mut truncated_data = false;
-    for index in 0..phnum as usize {
-        let base = index * usize::from(phsize);
+    // The table is exactly phnum entries of phsize bytes.
+    for (index, entry) in table.chunks_exact(usize::from(phsize)).enumerate() {
+        let f = Fields::new(entry, eh.big_endian);
         let read = |off32: usize, off64: usize| -> Option<u64> {
             if eh.class64 {
-                f.u64(base + off64)
+                f.u64(off64)
             } else {
-                f.u32(base + off32).map(u64::from)
+                f.u32(off32).map(u64::from)
             }
         };
-        let p_type = f.u32(base).ok_or_else(|| truncated("program headers"))?;
+        let p_type = f.u32(0).ok_or_else(|| truncated("program headers"))?;
         let seg = (|| {
             Some(Segment {
                 offset: read(4, 8)?,
@@ -281,8 +284,9 @@ fn parse(medium: Arc<dyn Medium>) -> Result<ElfCore, CoreFault> {
                 (b"VMCOREINFO", _) if note.desc.len() <= MAX_VMCOREINFO => {
                     vmcoreinfo.push(note.desc);
                 }
-                (b"CORE", NT_PRSTATUS) => core.cpus += 1,
-                (b"QEMU", _) => core.qemu_notes += 1,
+                // Counts of notes in at most 64 MiB: they cannot reach usize::MAX.
+                (b"CORE", NT_PRSTATUS) => core.cpus = core.cpus.saturating_add(1),
+                (b"QEMU", _) => core.qemu_notes = core.qemu_notes.saturating_add(1),
                 _ => {}
             }
         }
@@ -365,7 +369,8 @@ impl CoreFormat for ElfCore {
             .and_then(|p| p.file_extent(at, want))
             .ok_or(Gap::NotInDump)?;
         // Never past the end of the file: a write must not grow a cut dump.
-        let in_file = self.medium.size().saturating_sub(offset).min(n as u64) as usize;
+        let in_file = usize::try_from(self.medium.size().saturating_sub(offset))
+            .map_or(n, |room| room.min(n));
         if in_file == 0 {
             return Err(Gap::Truncated);
         }
@@ -375,14 +380,13 @@ impl CoreFormat for ElfCore {
     fn facts(&self) -> FormatFacts {
         FormatFacts {
             dump_level: None,
-            dumped_pages: Some(
-                self.by_paddr()
-                    .pieces()
-                    .iter()
-                    .map(|p| p.file_len)
-                    .sum::<u64>()
-                    / self.page_size.max(1),
-            ),
+            // Bytes held, clamped at u64::MAX (hostile headers may claim more in all).
+            dumped_pages: self
+                .by_paddr()
+                .pieces()
+                .iter()
+                .fold(0u64, |sum, p| sum.saturating_add(p.file_len))
+                .checked_div(self.page_size.max(1)),
             pfn_range: None,
             parts: 1,
         }
@@ -406,7 +410,7 @@ impl CoreFormat for ElfCore {
             if held > 0 {
                 ranges.push((piece.start, piece.start.saturating_add(held)));
             }
-            budget -= held;
+            budget = budget.saturating_sub(held); // held <= budget
             if budget == 0 {
                 break;
             }

@@ -13,7 +13,13 @@ use crate::mapping::Medium;
 
 const SIGNATURE: &[u8] = b"makedumpfile\0\0\0\0";
 const HEADER_SIZE: u64 = 4096;
-const RECORD_HEADER: u64 = 16;
+const RECORD_HEADER_LEN: usize = 16;
+const RECORD_HEADER: u64 = RECORD_HEADER_LEN as u64;
+
+/// `n`, at most `bound`: a length of the inner file clamped to a buffer's.
+fn clamp(n: u64, bound: usize) -> usize {
+    usize::try_from(n).map_or(bound, |n| n.min(bound))
+}
 
 pub fn has_signature(head: &[u8]) -> bool {
     head.starts_with(SIGNATURE)
@@ -28,8 +34,18 @@ struct Piece {
 }
 
 impl Piece {
+    /// The exclusive end: a bound, clamped to the address space (index keeps only records
+    /// whose offset + size fits, and every piece is a part of one).
     fn end(&self) -> u64 {
-        self.start + self.len
+        self.start.saturating_add(self.len)
+    }
+
+    /// Where inner offset `at` (in this piece) is stored, and how many bytes of the piece
+    /// are left from there.
+    fn locate(&self, at: u64) -> Option<(u64, u64)> {
+        let within = at.checked_sub(self.start)?;
+        let left = self.len.checked_sub(within).filter(|&n| n > 0)?;
+        Some((self.source.checked_add(within)?, left))
     }
 }
 
@@ -41,7 +57,9 @@ pub struct Flattened {
 }
 
 fn be64(raw: &[u8], at: usize) -> Option<i64> {
-    Some(i64::from_be_bytes(raw.get(at..at + 8)?.try_into().ok()?))
+    Some(i64::from_be_bytes(
+        raw.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 impl Flattened {
@@ -66,7 +84,7 @@ impl Flattened {
         let mut pieces = Vec::new();
         let mut pos = HEADER_SIZE;
         loop {
-            let mut raw = [0u8; RECORD_HEADER as usize];
+            let mut raw = [0u8; RECORD_HEADER_LEN];
             if outer.copy_at(pos, &mut raw).ok() != Some(raw.len()) {
                 return Err(CoreFault::Truncated(format!(
                     "flattened stream ends at {pos:#x} without its end marker"
@@ -84,12 +102,15 @@ impl Flattened {
                 )));
             }
             let (offset, size) = (offset as u64, size as u64);
-            let data = pos + RECORD_HEADER;
-            if data.checked_add(size).is_none_or(|end| end > file_size) {
+            let Some((data, end)) = pos
+                .checked_add(RECORD_HEADER)
+                .and_then(|data| Some((data, data.checked_add(size)?)))
+                .filter(|&(_, end)| end <= file_size)
+            else {
                 return Err(CoreFault::Truncated(format!(
                     "flattened record at {pos:#x} runs past the end of the file"
                 )));
-            }
+            };
             if offset.checked_add(size).is_none() {
                 return Err(CoreFault::Invalid(format!(
                     "flattened record at {pos:#x}: offset {offset}"
@@ -102,7 +123,7 @@ impl Flattened {
                     source: data,
                 });
             }
-            pos = data + size;
+            pos = end;
         }
         let pieces = resolve_overlaps(pieces);
         let size = pieces.last().map_or(0, Piece::end);
@@ -144,20 +165,23 @@ fn resolve_overlaps(mut pieces: Vec<Piece>) -> Vec<Piece> {
             .collect();
         for old in overlapping {
             map.remove(&old.start);
-            if old.start < new.start {
-                let len = new.start - old.start;
+            // The part of `old` before `new`, if any.
+            if let Some(len) = new.start.checked_sub(old.start).filter(|&n| n > 0) {
                 map.insert(old.start, Piece { len, ..old });
             }
+            // The part of `old` after `new`, if any: `old` starts before new.end() (the
+            // range above), so the cut is within it.
             if old.end() > new.end() {
-                let cut = new.end() - old.start;
-                map.insert(
-                    new.end(),
-                    Piece {
+                let rest = new.end().checked_sub(old.start).and_then(|cut| {
+                    Some(Piece {
                         start: new.end(),
-                        len: old.len - cut,
-                        source: old.source + cut,
-                    },
-                );
+                        len: old.len.checked_sub(cut)?,
+                        source: old.source.checked_add(cut)?,
+                    })
+                });
+                if let Some(rest) = rest {
+                    map.insert(rest.start, rest);
+                }
             }
         }
         map.insert(new.start, new);
@@ -171,30 +195,28 @@ impl Medium for Flattened {
     }
 
     fn bytes_at(&self, offset: u64, len: usize) -> io::Result<Cow<'_, [u8]>> {
-        if let Some(first) = self.piece_at(offset) {
-            let within = offset - first.start;
-            if first.len - within >= len as u64 {
-                return self.outer.bytes_at(first.source + within, len);
+        let piece_of = |at: u64| self.piece_at(at).and_then(|p| p.locate(at));
+        if let Some((source, left)) = piece_of(offset) {
+            if left >= len as u64 {
+                return self.outer.bytes_at(source, len);
             }
         }
         // The range spans records, or holes no record covers: those read as zeros, as in
         // the file `makedumpfile -R` rebuilds (it seeks over them). A record's offset is
         // the stream's claim, so one copy is bounded by the stream's real size too.
-        let wanted = (len as u64)
-            .min(self.size.saturating_sub(offset))
-            .min(self.outer.size());
-        let mut out = Vec::with_capacity(wanted as usize);
-        let mut at = offset;
-        while (out.len() as u64) < wanted {
-            let left = wanted - out.len() as u64;
-            match self.piece_at(at) {
-                Some(piece) => {
-                    let within = at - piece.start;
-                    let take = (piece.len - within).min(left) as usize;
-                    let bytes = self.outer.bytes_at(piece.source + within, take)?;
+        let wanted = clamp(self.size.saturating_sub(offset).min(self.outer.size()), len);
+        let mut out = Vec::with_capacity(wanted);
+        // Every step adds at least one byte; `at` is offset + out.len(), below self.size.
+        while let Some(left) = wanted.checked_sub(out.len()).filter(|&n| n > 0) {
+            let Some(at) = offset.checked_add(out.len() as u64) else {
+                break;
+            };
+            match piece_of(at) {
+                Some((source, in_piece)) => {
+                    let take = clamp(in_piece, left);
+                    let bytes = self.outer.bytes_at(source, take)?;
                     let short = bytes.len() < take;
                     out.extend_from_slice(&bytes);
-                    at += bytes.len() as u64;
                     if short {
                         break;
                     }
@@ -203,9 +225,13 @@ impl Medium for Flattened {
                     let next = self
                         .pieces
                         .get(self.pieces.partition_point(|p| p.start <= at));
-                    let hole = next.map_or(left, |p| (p.start - at).min(left));
-                    out.resize(out.len() + hole as usize, 0);
-                    at += hole;
+                    let hole = next
+                        .and_then(|p| p.start.checked_sub(at))
+                        .map_or(left, |gap| clamp(gap, left));
+                    let Some(filled) = out.len().checked_add(hole) else {
+                        break;
+                    };
+                    out.resize(filled, 0);
                 }
             }
         }

@@ -21,7 +21,8 @@ use crate::mapping::Medium;
 use crate::translate;
 
 pub const DUMP_DH_COMPRESSED_INCOMPLETE: u32 = 0x8;
-pub const PAGE_DESC_SIZE: u64 = 24;
+const PAGE_DESC_LEN: usize = 24;
+pub const PAGE_DESC_SIZE: u64 = PAGE_DESC_LEN as u64;
 /// How many of the last page descriptors open reads to find where the page data ends.
 const TAIL_DESCRIPTORS: u64 = 256;
 
@@ -47,19 +48,63 @@ pub struct Abi {
     pub llong_align8: bool,
 }
 
+// utsname ends at 12 + 6*65 = 402; `struct timeval` is two longs, long-aligned; then
+// `status` and the int fields after it, 40 bytes.
+const STATUS_WIDE: usize = 408 + 16;
+const STATUS_NARROW: usize = 404 + 8;
+const HEADER_WIDE: usize = STATUS_WIDE + 40;
+const HEADER_NARROW: usize = STATUS_NARROW + 40;
+
 impl Abi {
     /// Offset of `disk_dump_header.status`; the int fields follow it.
     fn status_offset(&self) -> usize {
-        // utsname ends at 12 + 6*65 = 402; `struct timeval` is two longs, long-aligned.
         if self.wide {
-            408 + 16
+            STATUS_WIDE
         } else {
-            404 + 8
+            STATUS_NARROW
         }
     }
 
     pub fn header_size(&self) -> usize {
-        self.status_offset() + 40
+        if self.wide {
+            HEADER_WIDE
+        } else {
+            HEADER_NARROW
+        }
+    }
+}
+
+/// How an address splits into page frame and offset: `block_size` is a power of two
+/// (open checks it), so by shift and mask, with no division on the read path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageGeometry {
+    shift: u32,
+    mask: u64,
+    len: usize,
+}
+
+impl PageGeometry {
+    fn new(block_size: u64) -> Option<PageGeometry> {
+        if !block_size.is_power_of_two() {
+            return None;
+        }
+        let shift = block_size.trailing_zeros();
+        Some(PageGeometry {
+            shift,
+            mask: !(u64::MAX << shift),
+            len: usize::try_from(block_size).ok()?,
+        })
+    }
+
+    pub fn pfn(&self, addr: u64) -> u64 {
+        addr >> self.shift
+    }
+
+    /// The offset of `addr` in its page and the bytes from there to the page's end.
+    #[inline]
+    pub fn within(&self, addr: u64) -> Option<(usize, usize)> {
+        let within = usize::try_from(addr & self.mask).ok()?;
+        Some((within, self.len.checked_sub(within)?))
     }
 }
 
@@ -89,6 +134,9 @@ pub struct KdumpCore {
     /// Pages this file holds (in its pfn range).
     pub dumped_pages: u64,
     pub truncated: bool,
+    geometry: PageGeometry,
+    /// Where the page data starts: the end of the descriptor table.
+    data_start: u64,
     /// Built on the first page read, not at open.
     rank: OnceLock<Result<RankIndex, String>>,
     pages: PageCache,
@@ -107,7 +155,7 @@ struct RankIndex {
 const WORDS_PER_BLOCK: usize = 8;
 
 impl RankIndex {
-    fn build(bitmap: &[u8], max_mapnr: u64, start_pfn: u64) -> RankIndex {
+    fn build(bitmap: &[u8], max_mapnr: u64, start_pfn: u64) -> Result<RankIndex, String> {
         let mut words: Vec<u64> = bitmap
             .chunks(8)
             .map(|chunk| {
@@ -119,14 +167,18 @@ impl RankIndex {
         // Bits at and above max_mapnr are not pages.
         let tail = (max_mapnr % 64) as u32;
         if let (Some(last), true) = (words.last_mut(), tail != 0) {
-            *last &= (1u64 << tail) - 1;
+            *last &= !(u64::MAX << tail);
         }
-        words.truncate(max_mapnr.div_ceil(64) as usize);
-        let mut block_counts = Vec::with_capacity(words.len() / WORDS_PER_BLOCK + 1);
+        // A bound: past usize there is nothing to cut.
+        words.truncate(usize::try_from(max_mapnr.div_ceil(64)).unwrap_or(usize::MAX));
+        let mut block_counts =
+            Vec::with_capacity(words.len().div_ceil(WORDS_PER_BLOCK).saturating_add(1));
         let mut total = 0u64;
         for block in words.chunks(WORDS_PER_BLOCK) {
             block_counts.push(total);
-            total += block.iter().map(|w| u64::from(w.count_ones())).sum::<u64>();
+            total = total
+                .checked_add(block.iter().map(|w| u64::from(w.count_ones())).sum::<u64>())
+                .ok_or("bitmap too large")?;
         }
         // The count at the end, so a pfn at the end of the last block has its entry.
         block_counts.push(total);
@@ -135,26 +187,28 @@ impl RankIndex {
             block_counts,
             base: 0,
         };
-        index.base = index.count_below(start_pfn);
-        index
+        index.base = index.count_below(start_pfn).ok_or("bitmap too large")?;
+        Ok(index)
     }
 
-    /// Set bits below `pfn` (all of them, for a pfn past the bitmap).
-    fn count_below(&self, pfn: u64) -> u64 {
-        let pfn = pfn.min((self.words.len() as u64).saturating_mul(64));
-        let word_at = (pfn / 64) as usize;
+    /// Set bits below `pfn` (all of them, for a pfn past the bitmap); None only where the
+    /// count does not fit (never: it is at most the bitmap's bits).
+    fn count_below(&self, pfn: u64) -> Option<u64> {
+        // Past the bitmap: every word, and no bit of the word after it.
+        let word_at =
+            usize::try_from(pfn / 64).map_or(self.words.len(), |w| w.min(self.words.len()));
         let block = word_at / WORDS_PER_BLOCK;
         let before_block = self.block_counts.get(block).copied().unwrap_or(0);
         let in_block: u64 = self
             .words
-            .get(block * WORDS_PER_BLOCK..word_at)
+            .get(word_at & !(WORDS_PER_BLOCK - 1)..word_at)
             .unwrap_or(&[])
             .iter()
             .map(|w| u64::from(w.count_ones()))
             .sum();
         let word = self.words.get(word_at).copied().unwrap_or(0);
-        let in_word = u64::from((word & ((1 << (pfn % 64)) - 1)).count_ones());
-        before_block + in_block + in_word
+        let in_word = u64::from((word & !(u64::MAX << (pfn % 64))).count_ones());
+        before_block.checked_add(in_block)?.checked_add(in_word)
     }
 
     /// The descriptor index of `pfn` in this file, or None when the dump does not hold it.
@@ -163,40 +217,50 @@ impl RankIndex {
         if word & (1 << (pfn % 64)) == 0 {
             return None;
         }
-        self.count_below(pfn).checked_sub(self.base)
+        self.count_below(pfn)?.checked_sub(self.base)
     }
 }
 
-/// Set bits of `bitmap` (little-endian bit order) in `[from, to)`.
-fn count_bits(bitmap: &[u8], from: u64, to: u64) -> u64 {
-    let mut count = 0u64;
-    let mut bit = from;
-    while bit < to && bit % 8 != 0 {
-        count += u64::from(bitmap.get((bit / 8) as usize).copied().unwrap_or(0) >> (bit % 8) & 1);
-        bit += 1;
-    }
-    let whole_to = to - to % 8;
-    if bit < whole_to {
+// The block of a word is found by masking its index.
+const _: () = assert!(WORDS_PER_BLOCK.is_power_of_two());
+
+/// Set bits of `bitmap` (little-endian bit order) in `[from, to)`; None only where the count
+/// does not fit (never: it is at most the bitmap's bits).
+fn count_bits(bitmap: &[u8], from: u64, to: u64) -> Option<u64> {
+    let bit_set = |bit: u64| {
+        let byte = usize::try_from(bit / 8)
+            .ok()
+            .and_then(|at| bitmap.get(at))
+            .copied()
+            .unwrap_or(0);
+        u64::from(byte >> (bit % 8) & 1)
+    };
+    // Bits up to the first byte boundary, whole bytes, then the bits of the last byte.
+    let whole_to = to & !7;
+    let head_to = from.checked_next_multiple_of(8).map_or(to, |b| b.min(to));
+    // At most 7 bits each.
+    let mut count: u64 = (from..head_to).map(bit_set).sum();
+    if head_to < whole_to {
+        let byte_at = |bit: u64| usize::try_from(bit / 8).unwrap_or(usize::MAX);
         let bytes = bitmap
-            .get((bit / 8) as usize..(whole_to / 8) as usize)
+            .get(byte_at(head_to)..byte_at(whole_to))
             .unwrap_or(&[]);
         let mut words = bytes.chunks_exact(8);
-        count += words
-            .by_ref()
-            .map(|w| u64::from(u64::from_le_bytes(w.try_into().unwrap_or([0; 8])).count_ones()))
-            .sum::<u64>();
-        count += words
-            .remainder()
-            .iter()
-            .map(|b| u64::from(b.count_ones()))
-            .sum::<u64>();
-        bit = whole_to;
+        for w in words.by_ref() {
+            let word = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+            count = count.checked_add(u64::from(word.count_ones()))?;
+        }
+        for b in words.remainder() {
+            count = count.checked_add(u64::from(b.count_ones()))?;
+        }
     }
-    while bit < to {
-        count += u64::from(bitmap.get((bit / 8) as usize).copied().unwrap_or(0) >> (bit % 8) & 1);
-        bit += 1;
-    }
-    count
+    let tail_from = head_to.max(whole_to);
+    count.checked_add((tail_from..to).map(bit_set).sum())
+}
+
+/// `n` bytes of `bytes` from `from`, where it holds them.
+fn span(bytes: &[u8], from: usize, n: usize) -> Option<&[u8]> {
+    bytes.get(from..)?.get(..n)
 }
 
 fn truncated(what: &str) -> CoreFault {
@@ -240,14 +304,15 @@ impl HeaderFields {
     fn read(head: &[u8], abi: Abi) -> Option<HeaderFields> {
         let f = Fields::new(head, abi.big_endian);
         let s = abi.status_offset();
+        let int = |at: usize| f.u32(s.checked_add(at)?);
         Some(HeaderFields {
             header_version: f.u32(8)?,
-            status: f.u32(s)?,
-            block_size: u64::from(f.u32(s + 4)?),
-            sub_hdr_size: u64::from(f.u32(s + 8)?),
-            bitmap_blocks: u64::from(f.u32(s + 12)?),
-            max_mapnr_32: u64::from(f.u32(s + 16)?),
-            nr_cpus: f.u32(s + 36),
+            status: int(0)?,
+            block_size: u64::from(int(4)?),
+            sub_hdr_size: u64::from(int(8)?),
+            bitmap_blocks: u64::from(int(12)?),
+            max_mapnr_32: u64::from(int(16)?),
+            nr_cpus: int(36),
         })
     }
 
@@ -301,7 +366,8 @@ fn detect_abi(head: &[u8], machine: &str) -> Result<Abi, CoreFault> {
     Err(invalid(format!("block_size {block_size}")))
 }
 
-/// Offsets of the sub-header fields we use, by ABI (see `struct kdump_sub_header`).
+/// Offsets of the sub-header fields we use, by ABI (see `struct kdump_sub_header`), and
+/// the size each header version defines.
 struct SubLayout {
     phys_base: usize,
     dump_level: usize,
@@ -316,33 +382,40 @@ struct SubLayout {
     end_pfn_64: usize,
     max_mapnr_64: usize,
     long: usize,
+    /// `size_for` of versions 1, 2, 3, 4 and 5, 6 and later: the end of the last field
+    /// each defines.
+    version_ends: [usize; 5],
 }
 
 impl SubLayout {
+    // Offsets of a fixed C struct: 14 fields of at most 8 bytes, each padded to at most 8:
+    // `pos` stays below 14 * 16, far from overflow.
+    #[allow(clippy::arithmetic_side_effects)]
     fn new(abi: Abi) -> SubLayout {
         let long = if abi.wide { 8 } else { 4 };
         let ll_align = if abi.llong_align8 { 8 } else { 4 };
         let mut pos = 0usize;
+        // (offset, end) of the next field.
         let mut field = |size: usize, align: usize| {
             pos = pos.div_ceil(align) * align;
             let at = pos;
             pos += size;
-            at
+            (at, pos)
         };
-        let phys_base = field(long, long);
-        let dump_level = field(4, 4);
-        let split = field(4, 4);
-        let start_pfn = field(long, long);
-        let end_pfn = field(long, long);
-        let offset_vmcoreinfo = field(8, ll_align);
-        let size_vmcoreinfo = field(long, long);
-        let offset_note = field(8, ll_align);
-        let size_note = field(long, long);
+        let (phys_base, _) = field(long, long);
+        let (dump_level, v1_end) = field(4, 4);
+        let (split, _) = field(4, 4);
+        let (start_pfn, _) = field(long, long);
+        let (end_pfn, v2_end) = field(long, long);
+        let (offset_vmcoreinfo, _) = field(8, ll_align);
+        let (size_vmcoreinfo, v3_end) = field(long, long);
+        let (offset_note, _) = field(8, ll_align);
+        let (size_note, v5_end) = field(long, long);
         let _offset_eraseinfo = field(8, ll_align);
         let _size_eraseinfo = field(long, long);
-        let start_pfn_64 = field(8, ll_align);
-        let end_pfn_64 = field(8, ll_align);
-        let max_mapnr_64 = field(8, ll_align);
+        let (start_pfn_64, _) = field(8, ll_align);
+        let (end_pfn_64, _) = field(8, ll_align);
+        let (max_mapnr_64, v6_end) = field(8, ll_align);
         SubLayout {
             phys_base,
             dump_level,
@@ -357,18 +430,20 @@ impl SubLayout {
             end_pfn_64,
             max_mapnr_64,
             long,
+            version_ends: [v1_end, v2_end, v3_end, v5_end, v6_end],
         }
     }
 
     /// Bytes of the sub-header a version defines.
     fn size_for(&self, version: u32) -> usize {
+        let [v1, v2, v3, v5, v6] = self.version_ends;
         match version {
             0 => 0,
-            1 => self.dump_level + 4,
-            2 => self.end_pfn + self.long,
-            3 => self.size_vmcoreinfo + self.long,
-            4 | 5 => self.size_note + self.long,
-            _ => self.max_mapnr_64 + 8,
+            1 => v1,
+            2 => v2,
+            3 => v3,
+            4 | 5 => v5,
+            _ => v6,
         }
     }
 
@@ -413,6 +488,9 @@ pub fn open(medium: Arc<dyn Medium>) -> Result<KdumpCore, CoreFault> {
     if !abi.wide && translate::machine(&machine).is_none() {
         abi.llong_align8 = !packed_sub_header(medium.as_ref(), abi, &fields);
     }
+    // detect_abi took only a power of two from 512 to 1 MiB.
+    let geometry = PageGeometry::new(fields.block_size)
+        .ok_or_else(|| invalid(format!("block_size {}", fields.block_size)))?;
 
     let mut dump = KdumpCore {
         abi,
@@ -435,6 +513,8 @@ pub fn open(medium: Arc<dyn Medium>) -> Result<KdumpCore, CoreFault> {
         descriptors_offset: 0,
         dumped_pages: 0,
         truncated: false,
+        geometry,
+        data_start: 0,
         rank: OnceLock::new(),
         pages: PageCache::new(crate::cache::configured_pages()),
         medium,
@@ -472,7 +552,8 @@ fn packed_sub_header(medium: &dyn Medium, abi: Abi, fields: &HeaderFields) -> bo
         llong_align8: false,
         ..abi
     });
-    let Ok(Some(raw)) = medium.exact_at(fields.block_size, packed.size_vmcoreinfo + 4) else {
+    // Up to size_vmcoreinfo (a 4-byte long here): what version 3 defines.
+    let Ok(Some(raw)) = medium.exact_at(fields.block_size, packed.size_for(3)) else {
         return false;
     };
     let f = Fields::new(&raw, abi.big_endian);
@@ -519,7 +600,7 @@ impl KdumpCore {
         }
         let mut shared = raw.clone();
         for (at, len) in layout.split_fields(self.header_version) {
-            if let Some(bytes) = shared.get_mut(at..at + len) {
+            if let Some(bytes) = at.checked_add(len).and_then(|end| shared.get_mut(at..end)) {
                 bytes.fill(0);
             }
         }
@@ -575,23 +656,30 @@ impl KdumpCore {
         // Producers size each half for max_mapnr, rounded up to whole blocks; a bitmap
         // much larger than that is a bad header field, not a file cut short.
         let needed_blocks = self.max_mapnr.div_ceil(8).div_ceil(self.block_size);
-        if self.bitmap_blocks > 2 * needed_blocks + 2 {
+        if self.bitmap_blocks > needed_blocks.saturating_mul(2).saturating_add(2) {
             return Err(invalid(format!(
                 "bitmap of {} blocks does not fit max_mapnr {}",
                 self.bitmap_blocks, self.max_mapnr
             )));
         }
-        let start = (1 + self.sub_hdr_size) * self.block_size;
-        let Some(end) = start.checked_add(bitmap_len) else {
-            return Err(invalid("bitmap outside the file".into()));
-        };
+        let outside = || invalid("bitmap outside the file".into());
+        let start = self
+            .sub_hdr_size
+            .checked_add(1)
+            .and_then(|blocks| blocks.checked_mul(self.block_size))
+            .ok_or_else(outside)?;
+        let end = start.checked_add(bitmap_len).ok_or_else(outside)?;
         if end > self.medium.size() {
             return Err(truncated("bitmap"));
         }
         // Only the bits below max_mapnr are meaningful.
         self.memory_bitmap = start;
-        self.dumpable_bitmap = (start + half, self.max_mapnr.div_ceil(8));
+        self.dumpable_bitmap = (
+            start.checked_add(half).ok_or_else(outside)?,
+            self.max_mapnr.div_ceil(8),
+        );
         self.descriptors_offset = end;
+        self.data_start = end;
         Ok(())
     }
 
@@ -612,7 +700,8 @@ impl KdumpCore {
             .flatten()
             .ok_or_else(|| truncated("bitmap"))?;
         let (start, end) = self.own_range();
-        let count = count_bits(&bitmap, start, end);
+        let count =
+            count_bits(&bitmap, start, end).ok_or_else(|| invalid("bitmap too large".into()))?;
         drop(bitmap);
         self.dumped_pages = count;
         if count == 0 {
@@ -628,19 +717,20 @@ impl KdumpCore {
             PAGE_DESC_SIZE,
             "page descriptors",
         )?;
-        let tail_count = count.min(TAIL_DESCRIPTORS);
-        let tail_at = self.descriptors_offset + (count - tail_count) * PAGE_DESC_SIZE;
-        let tail = exact(
-            medium,
-            tail_at,
-            tail_count * PAGE_DESC_SIZE,
-            "page descriptors",
-        )?;
-        let table_end = tail_at + tail_count * PAGE_DESC_SIZE;
+        let outside = || invalid("page descriptors outside the file".into());
+        let descriptors = |n: u64| n.checked_mul(PAGE_DESC_SIZE).ok_or_else(outside);
+        // The descriptors before the last TAIL_DESCRIPTORS (none if there are fewer), then
+        // those.
+        let tail_len = descriptors(count.min(TAIL_DESCRIPTORS))?;
+        let tail_at = self
+            .descriptors_offset
+            .checked_add(descriptors(count.saturating_sub(TAIL_DESCRIPTORS))?)
+            .ok_or_else(outside)?;
+        let tail = exact(medium, tail_at, tail_len, "page descriptors")?;
+        let table_end = tail_at.checked_add(tail_len).ok_or_else(outside)?;
+        self.data_start = table_end;
         let mut data_end = 0u64;
-        for raw in
-            std::iter::once(first.as_slice()).chain(tail.chunks_exact(PAGE_DESC_SIZE as usize))
-        {
+        for raw in std::iter::once(first.as_slice()).chain(tail.chunks_exact(PAGE_DESC_LEN)) {
             let f = Fields::new(raw, self.abi.big_endian);
             let (Some(off), Some(size)) = (f.u64(0), f.u32(8)) else {
                 return Err(truncated("page descriptors"));
@@ -666,11 +756,7 @@ impl KdumpCore {
                 .ok()
                 .flatten()
                 .ok_or("bitmap unreadable")?;
-            Ok(RankIndex::build(
-                &bitmap,
-                self.max_mapnr,
-                self.own_range().0,
-            ))
+            RankIndex::build(&bitmap, self.max_mapnr, self.own_range().0)
         });
         built.as_ref().map_err(|e| Gap::Corrupt(e.clone()))
     }
@@ -692,7 +778,7 @@ impl KdumpCore {
     }
 
     /// The descriptor of page frame `pfn`: (data offset, data size, flags).
-    fn descriptor(&self, pfn: u64) -> Result<(u64, u64, u32), Gap> {
+    fn descriptor(&self, pfn: u64) -> Result<(u64, u32, u32), Gap> {
         if pfn >= self.max_mapnr {
             return Err(Gap::NotInDump);
         }
@@ -710,7 +796,7 @@ impl KdumpCore {
             .ok_or(Gap::NotInDump)?;
         let raw = self
             .medium
-            .exact_at(at, PAGE_DESC_SIZE as usize)
+            .exact_at(at, PAGE_DESC_LEN)
             .ok()
             .flatten()
             .ok_or(Gap::Truncated)?;
@@ -718,12 +804,11 @@ impl KdumpCore {
         let (Some(offset), Some(size), Some(flags)) = (f.u64(0), f.u32(8), f.u32(12)) else {
             return Err(Gap::Truncated);
         };
-        let size = u64::from(size);
         if offset == 0 {
             // makedumpfile that ran out of space leaves the rest of the table zero.
             return Err(Gap::Incomplete);
         }
-        if size == 0 || size > self.block_size {
+        if size == 0 || u64::from(size) > self.block_size {
             return Err(Gap::Corrupt(format!(
                 "page descriptor of pfn {pfn:#x}: offset {offset:#x}, size {size}"
             )));
@@ -743,9 +828,9 @@ impl KdumpCore {
             .ok()
             .flatten()
             .ok_or(Gap::Truncated)?;
-        let mut page = vec![0u8; self.block_size as usize];
+        let mut page = vec![0u8; self.geometry.len];
         if flags & COMPRESSION_MASK == 0 {
-            if size != self.block_size {
+            if u64::from(size) != self.block_size {
                 return Err(Gap::Corrupt(format!(
                     "raw page of pfn {pfn:#x} has {size} bytes"
                 )));
@@ -778,11 +863,10 @@ impl KdumpCore {
     /// writing there would change all of them, so that page is refused.
     fn raw_page_offset(&self, pfn: u64) -> Result<u64, Gap> {
         let (offset, size, flags) = self.descriptor(pfn)?;
-        if flags & COMPRESSION_MASK != 0 || size != self.block_size {
+        if flags & COMPRESSION_MASK != 0 || u64::from(size) != self.block_size {
             return Err(Gap::Corrupt(format!("page of pfn {pfn:#x} is compressed")));
         }
-        let data_start = self.descriptors_offset + self.dumped_pages * PAGE_DESC_SIZE;
-        let shared_zero = offset == data_start
+        let shared_zero = offset == self.data_start
             && self
                 .medium
                 .exact_at(offset, size as usize)
@@ -794,7 +878,7 @@ impl KdumpCore {
                 "pfn {pfn:#x} is the dump's shared zero page; kvm_write refuses it"
             )));
         }
-        if offset.saturating_add(size) > self.medium.size() {
+        if offset.saturating_add(u64::from(size)) > self.medium.size() {
             return Err(Gap::Truncated);
         }
         Ok(offset)
@@ -844,6 +928,10 @@ impl KdumpCore {
         }
     }
 
+    pub fn geometry(&self) -> PageGeometry {
+        self.geometry
+    }
+
     /// Takes the VMCOREINFO out (a split set keeps one copy for all parts).
     pub fn take_vmcoreinfo(&mut self) -> VmcoreInfo {
         std::mem::take(&mut self.vmcoreinfo)
@@ -852,19 +940,20 @@ impl KdumpCore {
 
 impl CoreFormat for KdumpCore {
     fn read_phys(&self, paddr: u64, buf: &mut [u8]) -> Result<(), Stop> {
-        let page_size = self.block_size;
+        let geometry = self.geometry;
         read_pieces(paddr, buf, |at, rest| {
-            let (pfn, within) = (at / page_size, (at % page_size) as usize);
-            let n = rest.len().min(page_size as usize - within);
+            let pfn = geometry.pfn(at);
+            let (within, left) = geometry.within(at).ok_or((0, Gap::NotInDump))?;
+            let n = rest.len().min(left);
             let dst = rest.get_mut(..n).unwrap_or(&mut []);
             match self.page(pfn) {
-                Ok(page) => dst.copy_from_slice(page.get(within..within + n).unwrap_or(&[])),
+                Ok(page) => dst.copy_from_slice(span(&page, within, n).unwrap_or(&[])),
                 Err(Gap::Truncated) => {
                     let cut = self.cut_raw_page(pfn);
                     let have = cut.len().saturating_sub(within).min(n);
                     dst.get_mut(..have)
                         .unwrap_or(&mut [])
-                        .copy_from_slice(cut.get(within..within + have).unwrap_or(&[]));
+                        .copy_from_slice(span(&cut, within, have).unwrap_or(&[]));
                     if have < n {
                         return Err((have, Gap::Truncated));
                     }
@@ -879,11 +968,11 @@ impl CoreFormat for KdumpCore {
         let Address::Physical(pa) = addr else {
             return Err(Gap::NotInDump);
         };
-        let page = self.raw_page_offset(pa / self.block_size)?;
-        let within = pa % self.block_size;
+        let page = self.raw_page_offset(self.geometry.pfn(pa))?;
+        let (within, left) = self.geometry.within(pa).ok_or(Gap::NotInDump)?;
         // raw_page_offset checked that the whole page lies in the file.
-        let offset = page.checked_add(within).ok_or(Gap::Truncated)?;
-        Ok((offset, want.min((self.block_size - within) as usize)))
+        let offset = page.checked_add(within as u64).ok_or(Gap::Truncated)?;
+        Ok((offset, want.min(left)))
     }
 
     fn forget_cached(&self) {
@@ -932,7 +1021,7 @@ mod tests {
             for to in from..88 {
                 assert_eq!(
                     count_bits(&bitmap, from, to),
-                    naive(from, to),
+                    Some(naive(from, to)),
                     "{from}..{to}"
                 );
             }
@@ -942,11 +1031,11 @@ mod tests {
     #[test]
     fn rank_counts_from_the_part_start() {
         let bitmap = vec![0xffu8; 128];
-        let index = RankIndex::build(&bitmap, 1024, 600);
+        let index = RankIndex::build(&bitmap, 1024, 600).unwrap();
         assert_eq!(index.rank(600), Some(0));
         assert_eq!(index.rank(601), Some(1));
         assert_eq!(index.rank(599), None);
-        assert_eq!(index.count_below(1024), 1024);
-        assert_eq!(index.count_below(5000), 1024);
+        assert_eq!(index.count_below(1024), Some(1024));
+        assert_eq!(index.count_below(5000), Some(1024));
     }
 }

@@ -5,6 +5,8 @@
 //! and is the only code that names them. The session sees a `Core` and the trait, nothing
 //! more.
 
+#![warn(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+
 pub mod codec;
 pub mod devmem;
 pub mod elf_core;
@@ -139,10 +141,12 @@ pub fn read_pieces(
             .checked_add(done as u64)
             .ok_or((done, Gap::NotInDump))?;
         let rest = buf.get_mut(done..).unwrap_or(&mut []);
+        // A step copies at most `rest.len()` bytes, so `done` stays within `buf.len()`;
+        // saturating keeps a step that claims more from wrapping the count.
         match step(at, rest) {
             Ok(0) => return Err((done, Gap::NotInDump)),
-            Ok(n) => done += n,
-            Err((partial, gap)) => return Err((done + partial, gap)),
+            Ok(n) => done = done.saturating_add(n),
+            Err((partial, gap)) => return Err((done.saturating_add(partial), gap)),
         }
     }
     Ok(())

@@ -54,8 +54,11 @@ impl<'a> Iterator for Notes<'a> {
         let Some(desc_end) = desc_start.checked_add(descsz as usize) else {
             return malformed();
         };
+        let Some(name_end) = name_start.checked_add(namesz as usize) else {
+            return malformed();
+        };
         let (Some(name), Some(desc)) = (
-            rest.get(name_start..name_start + namesz as usize),
+            rest.get(name_start..name_end),
             rest.get(desc_start..desc_end),
         ) else {
             return malformed();

@@ -34,9 +34,9 @@ impl Piece {
     /// p_filesz the memory reads as zeros, past the end of the file it is truncated.
     pub fn copy(&self, medium: &dyn Medium, addr: u64, buf: &mut [u8]) -> Result<usize, Stop> {
         let within = addr.saturating_sub(self.start);
-        let take = self.end.saturating_sub(addr).min(buf.len() as u64) as usize;
+        let take = clamp(self.end.saturating_sub(addr), buf.len());
         let (head, _) = buf.split_at_mut(take);
-        let in_file = self.file_len.saturating_sub(within).min(take as u64) as usize;
+        let in_file = clamp(self.file_len.saturating_sub(within), take);
         let (file_part, zero_part) = head.split_at_mut(in_file);
         if in_file > 0 {
             let bytes = medium
@@ -58,9 +58,15 @@ impl Piece {
     /// The file offset of `addr` and how many of `want` bytes the file holds from there.
     pub fn file_extent(&self, addr: u64, want: usize) -> Option<(u64, usize)> {
         let within = addr.checked_sub(self.start)?;
-        let n = self.file_len.saturating_sub(within).min(want as u64) as usize;
+        let n = clamp(self.file_len.saturating_sub(within), want);
         (n > 0).then(|| (self.offset.saturating_add(within), n))
     }
+}
+
+/// `n`, at most `bound`: a byte count of the file clamped to a buffer's length.
+#[inline]
+fn clamp(n: u64, bound: usize) -> usize {
+    usize::try_from(n).map_or(bound, |n| n.min(bound))
 }
 
 #[derive(Debug, Default)]
@@ -93,7 +99,8 @@ impl SegmentIndex {
             if from >= end {
                 continue;
             }
-            let skip = from - start;
+            // What an earlier piece covers already (from >= start: nothing saturates).
+            let skip = from.saturating_sub(start);
             pieces.push(Piece {
                 start: from,
                 end,

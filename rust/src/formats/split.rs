@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::flattened;
-use super::kdump::{self, KdumpCore};
+use super::kdump::{self, KdumpCore, PageGeometry};
 use super::{
     read_pieces, signature, Address, Core, CoreFormat, FormatFacts, Gap, Stop, VmcoreinfoSource,
 };
@@ -16,7 +16,8 @@ use crate::mapping::Medium;
 pub struct SplitSet {
     /// Sorted by start pfn; ranges do not overlap.
     parts: Vec<KdumpCore>,
-    block_size: u64,
+    /// The parts' (equal headers: one block size).
+    geometry: PageGeometry,
 }
 
 fn not_same(part: &[u8], first: &[u8], field: &str) -> Error {
@@ -101,6 +102,9 @@ pub fn open(files: Vec<(Vec<u8>, Arc<dyn Medium>)>) -> Result<Core, Error> {
             None => return Err(Error::core(&first_path, CoreFault::Empty)),
         }
     } else {
+        let Some(geometry) = first.map(KdumpCore::geometry) else {
+            return Err(Error::core(&first_path, CoreFault::Empty));
+        };
         Core {
             format,
             compression,
@@ -114,7 +118,7 @@ pub fn open(files: Vec<(Vec<u8>, Arc<dyn Medium>)>) -> Result<Core, Error> {
             live: false,
             big_endian: first.is_some_and(|p| p.abi.big_endian),
             writable: false,
-            body: Box::new(SplitSet { parts, block_size }),
+            body: Box::new(SplitSet { parts, geometry }),
         }
     };
     if !vmcoreinfo.is_empty() {
@@ -138,10 +142,10 @@ impl SplitSet {
 impl CoreFormat for SplitSet {
     fn read_phys(&self, paddr: u64, buf: &mut [u8]) -> Result<(), Stop> {
         read_pieces(paddr, buf, |at, rest| {
-            let within = (at % self.block_size) as usize;
-            let n = rest.len().min(self.block_size as usize - within);
+            let (_, left) = self.geometry.within(at).ok_or((0, Gap::NotInDump))?;
+            let n = rest.len().min(left);
             let part = self
-                .part_of(at / self.block_size)
+                .part_of(self.geometry.pfn(at))
                 .ok_or((0, Gap::NotInDump))?;
             part.read_phys(at, rest.get_mut(..n).unwrap_or(&mut []))?;
             Ok(n)

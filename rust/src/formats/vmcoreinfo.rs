@@ -40,16 +40,22 @@ impl VmcoreInfo {
             lines: Vec::new(),
             by_key: Vec::new(),
         };
+        // Offsets into the text: none reaches past its length.
         let mut at = 0usize;
         for line in info.text.split_inclusive('\n') {
-            if let Some(eq) = line.find('=') {
-                let key = trimmed(line.get(..eq).unwrap_or(""), at);
-                let value = trimmed(line.get(eq + 1..).unwrap_or(""), at + eq + 1);
-                if !key.is_empty() {
-                    info.lines.push((key, value));
+            if let Some((key, value)) = line.split_once('=') {
+                let value_at = at.checked_add(key.len()).and_then(|n| n.checked_add(1));
+                let ranges = (trimmed(key, at), value_at.and_then(|v| trimmed(value, v)));
+                if let (Some(key), Some(value)) = ranges {
+                    if !key.is_empty() {
+                        info.lines.push((key, value));
+                    }
                 }
             }
-            at += line.len();
+            let Some(next) = at.checked_add(line.len()) else {
+                break;
+            };
+            at = next;
         }
         // Sorted by hash, then key, then line: a key written twice has its lines side by
         // side, the first one first (n log n however the keys collide).
@@ -183,9 +189,9 @@ impl VmcoreInfo {
 }
 
 /// The range of `text` (found at `offset`) without surrounding white space.
-fn trimmed(text: &str, offset: usize) -> Range<usize> {
-    let start = offset + (text.len() - text.trim_start().len());
-    start..start + text.trim().len()
+fn trimmed(text: &str, offset: usize) -> Option<Range<usize>> {
+    let start = offset.checked_add(text.len().checked_sub(text.trim_start().len())?)?;
+    Some(start..start.checked_add(text.trim().len())?)
 }
 
 pub fn parse_hex(text: &str) -> Option<u64> {

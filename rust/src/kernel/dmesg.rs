@@ -120,29 +120,56 @@ fn lockless(read: ReadFn<'_>, layout: &Layout<'_>, prb_symbol: u64) -> Result<Ve
     }
     let count = 1u64 << count_bits;
     let data_size = 1u64 << size_bits;
-    // A descriptor holds the state and two positions; an info at least seq and ts_nsec.
-    let desc_size = layout.size_at_least("prb_desc", 3 * long)?;
+    // A descriptor holds the state and two positions (three longs); an info at least seq
+    // and ts_nsec.
+    let desc_size = layout.size_at_least("prb_desc", if w.wide { 24 } else { 12 })?;
     let info_size = layout.size_at_least("printk_info", 16)?;
     if count.saturating_mul(desc_size.max(info_size)) > MAX_RING_BYTES || data_size > MAX_RING_BYTES
     {
         return Err(unreadable("ring larger than 64 MiB"));
     }
-    // Within MAX_RING_BYTES: these products and sums stay far below 2^64.
-    let descs_raw = read(descs, (count * desc_size) as usize)?;
-    let infos_raw = read(infos, (count * info_size) as usize)?;
-    let data_raw = read(data, data_size as usize)?;
+    // Within MAX_RING_BYTES (checked above).
+    let ring_len = |n: Option<u64>| {
+        n.and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| unreadable("ring larger than 64 MiB"))
+    };
+    let descs_raw = read(descs, ring_len(count.checked_mul(desc_size))?)?;
+    let infos_raw = read(infos, ring_len(count.checked_mul(info_size))?)?;
+    let data_raw = read(data, ring_len(Some(data_size))?)?;
 
-    let state_var = layout.offset("prb_desc.state_var")? + counter;
+    // Offsets within one structure: each at most MAX_FIELD, so their sums fit.
+    let sum = |name: &str, a: u64, b: u64| {
+        a.checked_add(b)
+            .ok_or_else(|| unreadable(&format!("OFFSET({name}) is not a layout")))
+    };
+    let state_var = sum(
+        "prb_desc.state_var",
+        layout.offset("prb_desc.state_var")?,
+        counter,
+    )?;
     let text_lpos = layout.offset("prb_desc.text_blk_lpos")?;
-    let lpos_begin = layout.offset("prb_data_blk_lpos.begin")?;
-    let lpos_next = layout.offset("prb_data_blk_lpos.next")?;
+    let begin_at = sum(
+        "prb_data_blk_lpos.begin",
+        text_lpos,
+        layout.offset("prb_data_blk_lpos.begin")?,
+    )?;
+    let next_at = sum(
+        "prb_data_blk_lpos.next",
+        text_lpos,
+        layout.offset("prb_data_blk_lpos.next")?,
+    )?;
     let seq_at = layout.offset("printk_info.seq")?;
     let ts_at = layout.offset("printk_info.ts_nsec")?;
     let len_at = layout.offset("printk_info.text_len")?;
+    // The byte after text_len and facility: flags:5, level:3.
+    let level_at = usize::try_from(sum("printk_info.text_len", len_at, 3)?)
+        .map_err(|_| unreadable("OFFSET(printk_info.text_len) is not a layout"))?;
 
     // The state bits are the top two of a `long`.
     let flags_shift: u32 = if w.wide { 62 } else { 30 };
-    let id_mask: u64 = (1 << flags_shift) - 1;
+    let id_mask: u64 = !(u64::MAX << flags_shift);
+    let index_mask = !(u64::MAX << count_bits);
+    let data_mask = !(u64::MAX << size_bits);
     const COMMITTED: u64 = 1;
     const FINALIZED: u64 = 2;
 
@@ -151,38 +178,38 @@ fn lockless(read: ReadFn<'_>, layout: &Layout<'_>, prb_symbol: u64) -> Result<Ve
     let mut text_total = 0u64;
     let mut id = tail_id;
     for _ in 0..=count {
-        let index = id & (count - 1);
-        let desc = index * desc_size;
-        let sv = w.long(&descs_raw, desc + state_var);
+        let index = id & index_mask;
+        let desc = entry(&descs_raw, index, desc_size);
+        let sv = w.long(desc, state_var);
         let state = sv >> flags_shift;
         if sv & id_mask == id & id_mask && (state == COMMITTED || state == FINALIZED) {
-            let begin = w.long(&descs_raw, desc + text_lpos + lpos_begin);
-            let next = w.long(&descs_raw, desc + text_lpos + lpos_next);
-            let info = index * info_size;
-            let text_len = u64::from(w.u16(&infos_raw, info + len_at));
+            let begin = w.long(desc, begin_at);
+            let next = w.long(desc, next_at);
+            let info = entry(&infos_raw, index, info_size);
+            let text_len = w.u16(info, len_at);
             let text = if begin & 1 != 0 || next & 1 != 0 {
                 String::new() // a data-less record
             } else {
                 // A block that wraps is stored whole at the start of the ring.
                 let start = if begin >> size_bits == next >> size_bits {
-                    begin & (data_size - 1)
+                    begin & data_mask
                 } else {
                     0
                 };
-                text_total += text_len;
-                if text_total > data_size {
-                    return Err(unreadable("records hold more text than the ring"));
-                }
-                let from = (start + long) as usize;
-                let to = from.saturating_add(text_len as usize).min(data_raw.len());
-                String::from_utf8_lossy(data_raw.get(from..to).unwrap_or(&[])).into_owned()
+                text_total = text_total
+                    .checked_add(u64::from(text_len))
+                    .filter(|&total| total <= data_size)
+                    .ok_or_else(|| unreadable("records hold more text than the ring"))?;
+                // The text follows the block's descriptor id (a long).
+                let text = start
+                    .checked_add(long)
+                    .map_or(&[][..], |from| bytes_from(&data_raw, from, text_len.into()));
+                String::from_utf8_lossy(text).into_owned()
             };
             out.push(Record {
-                seq: w.u64(&infos_raw, info + seq_at),
-                ts_nsec: w.u64(&infos_raw, info + ts_at),
-                level: infos_raw
-                    .get((info + len_at + 3) as usize)
-                    .map_or(0, |b| b >> 5),
+                seq: w.u64(info, seq_at),
+                ts_nsec: w.u64(info, ts_at),
+                level: info.get(level_at).map_or(0, |b| b >> 5),
                 text,
             });
         }
@@ -192,6 +219,25 @@ fn lockless(read: ReadFn<'_>, layout: &Layout<'_>, prb_symbol: u64) -> Result<Ve
         id = id.wrapping_add(1);
     }
     Ok(out)
+}
+
+/// Entry `index` of an array of `size`-byte entries, and what follows it: fields past the
+/// array's end read as 0, as `Words` reads any short buffer.
+fn entry(raw: &[u8], index: u64, size: u64) -> &[u8] {
+    index
+        .checked_mul(size)
+        .and_then(|at| usize::try_from(at).ok())
+        .and_then(|at| raw.get(at..))
+        .unwrap_or(&[])
+}
+
+/// Up to `len` bytes of `raw` from `from`: fewer at its end, none past it.
+fn bytes_from(raw: &[u8], from: u64, len: usize) -> &[u8] {
+    let rest = usize::try_from(from)
+        .ok()
+        .and_then(|at| raw.get(at..))
+        .unwrap_or(&[]);
+    rest.get(..len).unwrap_or(rest)
 }
 
 /// The < 5.10 buffer: `struct printk_log` headers, each followed by its text; a header of
@@ -215,22 +261,33 @@ fn variable_length(
     if len == 0 || len > MAX_RING_BYTES {
         return Err(unreadable(&format!("log_buf_len {len}")));
     }
-    let raw = read(buf, len as usize)?;
+    let raw = read(
+        buf,
+        usize::try_from(len).map_err(|_| unreadable(&format!("log_buf_len {len}")))?,
+    )?;
     // The header: ts_nsec, len, text_len, facility and level at least.
     let header = layout.size_at_least("printk_log", 14)?;
     let ts_at = layout.offset("printk_log.ts_nsec")?;
     let len_at = layout.offset("printk_log.len")?;
     let text_len_at = layout.offset("printk_log.text_len")?;
+    // The byte of flags:5 and level:3, after text_len, dict_len (u16 each) and facility.
+    let level_at = text_len_at
+        .checked_add(5)
+        .and_then(|at| usize::try_from(at).ok())
+        .ok_or_else(|| unreadable("OFFSET(printk_log.text_len) is not a layout"))?;
+    // Every record is at least a header long: this bounds the walk on a corrupt buffer.
+    let most = len
+        .checked_div(header)
+        .ok_or_else(|| unreadable(&format!("SIZE(printk_log)={header} is too small")))?;
     let mut out = Vec::new();
     let mut idx = first;
-    let mut seq = 0u64;
-    // Every record is at least a header long: this bounds the walk on a corrupt buffer, and
-    // every index below stays under len + MAX_FIELD.
-    for _ in 0..=len / header {
+    for _ in 0..=most {
         if idx == next || idx >= len {
             break;
         }
-        let rec_len = u64::from(w.u16(&raw, idx + len_at));
+        // The record and what follows it (fields past the buffer read as 0).
+        let rec = bytes_from(&raw, idx, raw.len());
+        let rec_len = u64::from(w.u16(rec, len_at));
         if rec_len == 0 {
             if idx == 0 {
                 break;
@@ -238,19 +295,17 @@ fn variable_length(
             idx = 0;
             continue;
         }
-        let text_len = u64::from(w.u16(&raw, idx + text_len_at));
-        let from = (idx + header) as usize;
-        let to = from.saturating_add(text_len as usize).min(raw.len());
+        let text_len = w.u16(rec, text_len_at);
+        let text = bytes_from(rec, header, text_len.into());
         out.push(Record {
-            seq,
-            ts_nsec: w.u64(&raw, idx + ts_at),
-            level: raw
-                .get((idx + text_len_at + 5) as usize)
-                .map_or(0, |b| b >> 5),
-            text: String::from_utf8_lossy(raw.get(from..to).unwrap_or(&[])).into_owned(),
+            // Records pushed before this one.
+            seq: out.len() as u64,
+            ts_nsec: w.u64(rec, ts_at),
+            level: rec.get(level_at).map_or(0, |b| b >> 5),
+            text: String::from_utf8_lossy(text).into_owned(),
         });
-        seq += 1;
-        idx += rec_len;
+        // Past the buffer (or past u64: the same) is back to its start.
+        idx = idx.saturating_add(rec_len);
         if idx >= len {
             idx = 0;
         }
@@ -271,9 +326,11 @@ mod tests {
     fn memory(ranges: Vec<(u64, Vec<u8>)>) -> impl Fn(u64, usize) -> Result<Vec<u8>, Error> {
         move |addr, len| {
             for (start, bytes) in &ranges {
-                if addr >= *start && addr + len as u64 <= start + bytes.len() as u64 {
-                    let at = (addr - start) as usize;
-                    return Ok(bytes[at..at + len].to_vec());
+                let at = addr
+                    .checked_sub(*start)
+                    .and_then(|at| usize::try_from(at).ok());
+                if let Some(held) = at.and_then(|at| bytes.get(at..)?.get(..len)) {
+                    return Ok(held.to_vec());
                 }
             }
             Err(Error::InvalidAddress {
@@ -285,11 +342,11 @@ mod tests {
 
     /// A record of the < 5.10 layout: 16-byte `struct printk_log`, text, padding to 8.
     fn record(ts_nsec: u64, text: &str) -> Vec<u8> {
-        let len = (16 + text.len()).div_ceil(8) * 8;
+        let len = text.len().checked_add(16).unwrap().next_multiple_of(8);
         let mut out = Vec::new();
         out.extend_from_slice(&ts_nsec.to_le_bytes());
-        out.extend_from_slice(&(len as u16).to_le_bytes());
-        out.extend_from_slice(&(text.len() as u16).to_le_bytes());
+        out.extend_from_slice(&u16::try_from(len).unwrap().to_le_bytes());
+        out.extend_from_slice(&u16::try_from(text.len()).unwrap().to_le_bytes());
         out.extend_from_slice(&[0, 0, 0, 6 << 5]);
         out.extend_from_slice(text.as_bytes());
         out.resize(len, 0);
@@ -315,8 +372,14 @@ mod tests {
         let read = memory(vec![
             (log_buf, buf.to_le_bytes().to_vec()),
             (len, 1024u32.to_le_bytes().to_vec()),
-            (first_idx, (first_at as u32).to_le_bytes().to_vec()),
-            (next_idx, (third.len() as u32).to_le_bytes().to_vec()),
+            (
+                first_idx,
+                u32::try_from(first_at).unwrap().to_le_bytes().to_vec(),
+            ),
+            (
+                next_idx,
+                u32::try_from(third.len()).unwrap().to_le_bytes().to_vec(),
+            ),
             (buf, ring),
         ]);
         let info = VmcoreInfo::parse(

@@ -66,8 +66,9 @@ pub fn decode(
         .map_err(|_| bad("too many symbols"))?;
     let relative_base = words.read_long(read, tables.relative_base)?;
     let index_raw = read(tables.token_index, 512)?;
-    let token_index: Vec<usize> = (0..256u64)
-        .map(|i| usize::from(words.u16(&index_raw, i * 2)))
+    let token_index: Vec<usize> = (0..512u64)
+        .step_by(2)
+        .map(|at| usize::from(words.u16(&index_raw, at)))
         .collect();
     // The longest token cannot be longer than a name.
     let table_len = token_index
@@ -86,8 +87,9 @@ pub fn decode(
         })
         .collect();
     let offsets = read(tables.offsets, count.saturating_mul(4))?;
-    let offsets: Vec<i32> = (0..(offsets.len() / 4) as u64)
-        .map(|i| words.u32(&offsets, i * 4) as i32)
+    let offsets: Vec<i32> = offsets
+        .chunks_exact(4)
+        .map(|entry| words.u32(entry, 0) as i32)
         .collect();
     // CONFIG_KALLSYMS_ABSOLUTE_PERCPU stores per-CPU symbols as absolute non-negative values
     // and every other symbol as `relative_base - 1 - offset` (negative); without it every
@@ -97,8 +99,7 @@ pub fn decode(
     let mut names = NameStream {
         read,
         at: tables.names,
-        buf: Vec::new(),
-        pos: 0,
+        buf: Vec::new().into_iter(),
     };
     // Grown as names decode: `count` is the dump's claim.
     let mut out = Vec::with_capacity(count.min(1 << 16));
@@ -155,32 +156,29 @@ pub fn decode(
 /// `kallsyms_names`, read forward in chunks (its length is not recorded anywhere).
 struct NameStream<'a> {
     read: ReadFn<'a>,
+    /// The kernel address after the chunk in `buf` (wraps as the CPU's addresses do).
     at: u64,
-    buf: Vec<u8>,
-    pos: usize,
+    /// The bytes of the chunk not read yet.
+    buf: std::vec::IntoIter<u8>,
 }
 
 impl NameStream<'_> {
     fn byte(&mut self) -> Result<u8, Error> {
-        if self.pos >= self.buf.len() {
-            self.buf = (self.read)(self.at, NAMES_CHUNK)?;
-            self.at = self.at.wrapping_add(self.buf.len() as u64);
-            self.pos = 0;
+        if let Some(byte) = self.buf.next() {
+            return Ok(byte);
         }
-        let byte = self
-            .buf
-            .get(self.pos)
-            .copied()
-            .ok_or(Error::ShortRead { addr: self.at })?;
-        self.pos += 1;
-        Ok(byte)
+        let chunk = (self.read)(self.at, NAMES_CHUNK)?;
+        self.at = self.at.wrapping_add(chunk.len() as u64);
+        self.buf = chunk.into_iter();
+        self.buf.next().ok_or(Error::ShortRead { addr: self.at })
     }
 }
 
 /// The symbols as kallsyms text (`ADDRESS TYPE NAME` lines).
 pub fn to_text(symbols: &[CoreSymbol]) -> Vec<u8> {
     use std::io::Write;
-    let mut text = Vec::with_capacity(symbols.len() * 40);
+    // A capacity hint (a line is about 40 bytes).
+    let mut text = Vec::with_capacity(symbols.len().saturating_mul(40));
     for sym in symbols {
         let _ = write!(text, "{:016x} {} ", sym.value, char::from(sym.letter));
         text.extend_from_slice(&sym.name);

@@ -1,6 +1,8 @@
 //! Decoders of kernel data structures that need nothing but a reader of kernel memory and
 //! the machine's word layout (no debug info): the kernel log and the kallsyms tables.
 
+#![warn(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+
 pub mod dmesg;
 pub mod kallsyms;
 
@@ -27,6 +29,10 @@ impl Words {
     }
 
     pub fn long_bytes(&self) -> u64 {
+        self.long_len() as u64
+    }
+
+    fn long_len(&self) -> usize {
         if self.wide {
             8
         } else {
@@ -70,7 +76,7 @@ impl Words {
     }
 
     pub fn read_long(&self, read: ReadFn<'_>, addr: u64) -> Result<u64, Error> {
-        Ok(self.long(&read(addr, self.long_bytes() as usize)?, 0))
+        Ok(self.long(&read(addr, self.long_len())?, 0))
     }
 
     pub fn read_u32(&self, read: ReadFn<'_>, addr: u64) -> Result<u32, Error> {

@@ -62,13 +62,9 @@ impl ElfSymtab {
         let container = header.container().map_err(|_| SymbolFault::Unrecognized)?;
         let endian = header.endianness().map_err(|_| SymbolFault::Unrecognized)?;
         let ctx = Ctx::new(container, endian);
-        let shdrs = SectionHeader::parse(
-            data,
-            header.e_shoff as usize,
-            usize::from(header.e_shnum),
-            ctx,
-        )
-        .map_err(|_| SymbolFault::NoSymbolTable)?;
+        let shoff = usize::try_from(header.e_shoff).map_err(|_| SymbolFault::NoSymbolTable)?;
+        let shdrs = SectionHeader::parse(data, shoff, usize::from(header.e_shnum), ctx)
+            .map_err(|_| SymbolFault::NoSymbolTable)?;
         let sections: Vec<Section> = shdrs
             .iter()
             .map(|sh| Section {
@@ -100,12 +96,19 @@ impl ElfSymtab {
         {
             return Err(SymbolFault::NoSymbolTable);
         }
-        let symtab_count = (symtab.sh_size / entsize) as usize;
+        // Within the file (checked above), so within usize.
+        let to_usize = |n: u64| usize::try_from(n).map_err(|_| SymbolFault::NoSymbolTable);
+        let symtab_count = to_usize(
+            symtab
+                .sh_size
+                .checked_div(entsize)
+                .ok_or(SymbolFault::NoSymbolTable)?,
+        )?;
         let table = ElfSymtab {
             ctx,
-            symtab_offset: symtab.sh_offset as usize,
+            symtab_offset: to_usize(symtab.sh_offset)?,
             symtab_count,
-            strtab: (strtab.sh_offset as usize, strtab.sh_size as usize),
+            strtab: (to_usize(strtab.sh_offset)?, to_usize(strtab.sh_size)?),
             sections,
         };
         if symtab_count == 0 || table.symtab(data).is_none() {
@@ -154,13 +157,19 @@ impl ElfSymtab {
     /// symbols at open and again for the index, and field reads cost a third as much.
     pub fn for_each(&self, data: &[u8], visit: &mut impl FnMut(&[u8], usize, Symbol)) {
         let (str_off, str_len) = self.strtab;
-        let Some(strtab) = data.get(str_off..str_off + str_len) else {
+        let Some(strtab) = str_off
+            .checked_add(str_len)
+            .and_then(|end| data.get(str_off..end))
+        else {
             return;
         };
         let wide = self.ctx.is_big();
         let entry = if wide { 24 } else { 16 };
-        let Some(table) =
-            data.get(self.symtab_offset..self.symtab_offset + self.symtab_count * entry)
+        let Some(table) = self
+            .symtab_count
+            .checked_mul(entry)
+            .and_then(|len| self.symtab_offset.checked_add(len))
+            .and_then(|end| data.get(self.symtab_offset..end))
         else {
             return;
         };
@@ -183,7 +192,8 @@ impl ElfSymtab {
             let Some(letter) = self.letter(info, usize::from(shndx)) else {
                 continue;
             };
-            let Some(rest) = strtab.get(name_at as usize..) else {
+            let name_at = name_at as usize;
+            let Some(rest) = strtab.get(name_at..) else {
                 continue;
             };
             // A name ends at its NUL within MAX_NAME bytes; a string table without one (a
@@ -195,22 +205,26 @@ impl ElfSymtab {
             let Some(name) = rest.get(..len).filter(|n| !n.is_empty()) else {
                 continue;
             };
-            visit(name, str_off + name_at as usize, Symbol { value, letter });
+            // The name lies in the string table, whose end was checked above.
+            let Some(name_pos) = str_off.checked_add(name_at) else {
+                continue;
+            };
+            visit(name, name_pos, Symbol { value, letter });
         }
     }
 
     /// File bytes behind link-time address `addr`, from the allocated section holding it.
     pub fn image_bytes<'a>(&self, data: &'a [u8], addr: u64, len: usize) -> Option<&'a [u8]> {
-        let sec = self.sections.iter().find(|s| {
-            s.sh_type != SHT_NOBITS
-                && s.flags & u64::from(SHF_ALLOC) != 0
-                && addr >= s.addr
-                && addr - s.addr < s.size
+        let (sec, within) = self.sections.iter().find_map(|s| {
+            if s.sh_type == SHT_NOBITS || s.flags & u64::from(SHF_ALLOC) == 0 {
+                return None;
+            }
+            Some((s, addr.checked_sub(s.addr).filter(|&w| w < s.size)?))
         })?;
-        let within = addr - sec.addr;
-        let len = (len as u64).min(sec.size - within);
+        // What the section holds from `addr`, clamped to `len`.
+        let len = usize::try_from(sec.size.checked_sub(within)?).map_or(len, |n| n.min(len));
         let start = usize::try_from(sec.offset.checked_add(within)?).ok()?;
-        data.get(start..start.checked_add(len as usize)?)
+        data.get(start..start.checked_add(len)?)
     }
 }
 

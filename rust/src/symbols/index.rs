@@ -16,6 +16,8 @@ pub struct NameIndex {
     entries: Vec<Entry>,
     /// 1 + index into `entries`, 0 for an empty slot; a power of two, at most half full.
     slots: Vec<u32>,
+    /// slots.len() - 1: a slot number modulo the table's size.
+    mask: usize,
     shift: u32,
 }
 
@@ -37,8 +39,18 @@ fn hash(name: &[u8]) -> u64 {
 }
 
 fn name_of<'a>(data: &'a [u8], entry: &Entry) -> &'a [u8] {
-    data.get(entry.name_at..entry.name_at + entry.name_len as usize)
+    entry
+        .name_at
+        .checked_add(entry.name_len as usize)
+        .and_then(|end| data.get(entry.name_at..end))
         .unwrap_or(&[])
+}
+
+/// The slot after `slot`, round the table.
+#[inline]
+fn next_slot(slot: usize, mask: usize) -> usize {
+    // slot <= mask < usize::MAX: the add never wraps; the mask takes it round.
+    slot.wrapping_add(1) & mask
 }
 
 impl NameIndex {
@@ -55,14 +67,27 @@ impl NameIndex {
                 });
             }
         });
-        let bits = (entries.len().max(1) * 2)
-            .next_power_of_two()
-            .trailing_zeros()
-            .max(4);
+        // At least twice as many slots as names (16 at least), a power of two.
+        let slot_count = match entries
+            .len()
+            .max(8)
+            .checked_mul(2)
+            .and_then(usize::checked_next_power_of_two)
+        {
+            Some(n) => n,
+            None => {
+                // Never: a Vec of 32-byte entries is far shorter than usize::MAX / 2.
+                entries.clear();
+                16
+            }
+        };
+        let mask = !(usize::MAX << slot_count.trailing_zeros());
         let mut index = NameIndex {
             entries,
-            slots: vec![0; 1 << bits],
-            shift: 64 - bits,
+            slots: vec![0; slot_count],
+            mask,
+            // 64 - log2(slot_count): the hash's top bits pick the home slot.
+            shift: (mask as u64).leading_zeros(),
         };
         for at in 0..index.entries.len() {
             index.insert(data, at);
@@ -71,7 +96,8 @@ impl NameIndex {
     }
 
     fn home(&self, hash: u64) -> usize {
-        (hash.wrapping_mul(MULTIPLIER) >> self.shift) as usize
+        // Below the slot count, a usize: the conversion never fails.
+        usize::try_from(hash.wrapping_mul(MULTIPLIER) >> self.shift).unwrap_or_default()
     }
 
     /// A name defined more than once (static functions) keeps its global definition, else
@@ -80,7 +106,11 @@ impl NameIndex {
         let Some(new) = self.entries.get(at) else {
             return;
         };
-        let mask = self.slots.len() - 1;
+        // The slot's value; an entry past u32 (4 billion names) cannot be indexed.
+        let Some(value) = u32::try_from(at).ok().and_then(|at| at.checked_add(1)) else {
+            return;
+        };
+        let mask = self.mask;
         let mut slot = self.home(new.hash);
         loop {
             let Some(&held) = self.slots.get(slot) else {
@@ -91,19 +121,19 @@ impl NameIndex {
                 .and_then(|i| self.entries.get(i as usize))
             else {
                 if let Some(empty) = self.slots.get_mut(slot) {
-                    *empty = at as u32 + 1;
+                    *empty = value;
                 }
                 return;
             };
             if old.hash == new.hash && name_of(data, old) == name_of(data, new) {
                 if !old.symbol.is_global() && new.symbol.is_global() {
                     if let Some(replaced) = self.slots.get_mut(slot) {
-                        *replaced = at as u32 + 1;
+                        *replaced = value;
                     }
                 }
                 return;
             }
-            slot = (slot + 1) & mask;
+            slot = next_slot(slot, mask);
         }
     }
 
@@ -117,7 +147,7 @@ impl NameIndex {
 
     pub fn get(&self, data: &[u8], name: &[u8]) -> Option<Symbol> {
         let key = hash(name);
-        let mask = self.slots.len() - 1;
+        let mask = self.mask;
         let mut slot = self.home(key);
         loop {
             let held = *self.slots.get(slot)?;
@@ -125,7 +155,7 @@ impl NameIndex {
             if entry.hash == key && name_of(data, entry) == name {
                 return Some(entry.symbol);
             }
-            slot = (slot + 1) & mask;
+            slot = next_slot(slot, mask);
         }
     }
 }

@@ -2,6 +2,8 @@
 //! `nm` form (/proc/kallsyms, System.map). Open validates the format and looks up only the
 //! handful of names the identity check needs; the full name index waits for `nlist`.
 
+#![warn(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+
 pub mod cache;
 pub mod elf;
 pub mod index;
@@ -230,7 +232,9 @@ impl ExecFile {
     pub fn symbol_count_hint(&self) -> usize {
         match &self.elf {
             Some(symtab) => symtab.symbol_count(),
-            None => memchr::memchr_iter(b'\n', self.data()).count() + 1,
+            None => memchr::memchr_iter(b'\n', self.data())
+                .count()
+                .saturating_add(1),
         }
     }
 

@@ -7,8 +7,8 @@ use crate::errors::SymbolFault;
 /// How many leading lines must parse for the file to count as a symbol table.
 const PROBE_LINES: usize = 16;
 
-/// One parsed line: address, type letter, and where the name lies in the line.
-fn parse_line(line: &[u8]) -> Option<(u64, u8, usize, usize)> {
+/// One parsed line: address, type letter, where the name starts in the line, and the name.
+fn parse_line(line: &[u8]) -> Option<(u64, u8, usize, &[u8])> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let space = memchr::memchr(b' ', line)?;
     let digits = line.get(..space)?;
@@ -16,11 +16,14 @@ fn parse_line(line: &[u8]) -> Option<(u64, u8, usize, usize)> {
         return None;
     }
     let addr = parse_hex(digits)?;
-    let letter = *line.get(space + 1)?;
-    if !(letter.is_ascii_alphabetic() || letter == b'?') || line.get(space + 2) != Some(&b' ') {
+    // ` T ` then the name: `space` is within the line, so this does not overflow.
+    let name_start = space.checked_add(3)?;
+    let &[_, letter, b' '] = line.get(space..name_start)? else {
+        return None;
+    };
+    if !(letter.is_ascii_alphabetic() || letter == b'?') {
         return None;
     }
-    let name_start = space + 3;
     let rest = line.get(name_start..)?;
     let name_len = rest
         .iter()
@@ -35,18 +38,13 @@ fn parse_line(line: &[u8]) -> Option<(u64, u8, usize, usize)> {
             return None;
         }
     }
-    Some((addr, letter, name_start, name_len))
+    Some((addr, letter, name_start, rest.get(..name_len)?))
 }
 
 /// Hex digits to a number (at most 16 digits: no overflow).
 fn parse_hex(digits: &[u8]) -> Option<u64> {
     digits.iter().try_fold(0u64, |value, &c| {
-        let digit = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            b'A'..=b'F' => c - b'A' + 10,
-            _ => return None,
-        };
+        let digit = char::from(c).to_digit(16)?;
         Some(value << 4 | u64::from(digit))
     })
 }
@@ -54,11 +52,14 @@ fn parse_hex(digits: &[u8]) -> Option<u64> {
 fn lines(data: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
     let mut pos = 0usize;
     std::iter::from_fn(move || {
-        while pos < data.len() {
+        while let Some(rest) = data.get(pos..).filter(|r| !r.is_empty()) {
             let start = pos;
-            let end = memchr::memchr(b'\n', data.get(start..)?).map_or(data.len(), |n| start + n);
-            pos = end + 1;
-            let line = data.get(start..end)?;
+            // The line, and where the next one starts (past its newline: within the data).
+            let (line, next) = match memchr::memchr(b'\n', rest) {
+                Some(n) => (rest.get(..n)?, start.checked_add(n)?.checked_add(1)?),
+                None => (rest, data.len()),
+            };
+            pos = next;
             if !line.trim_ascii().is_empty() {
                 return Some((start, line));
             }
@@ -69,12 +70,12 @@ fn lines(data: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
 
 /// Decides whether `data` is kallsyms or System.map text, or neither.
 pub fn detect(data: &[u8], from_procfs: bool) -> Result<ExecFormat, SymbolFault> {
-    let mut probed = 0;
+    let mut probed = false;
     for (_, line) in lines(data).take(PROBE_LINES) {
         parse_line(line).ok_or(SymbolFault::Unrecognized)?;
-        probed += 1;
+        probed = true;
     }
-    if probed == 0 {
+    if !probed {
         return Err(SymbolFault::Unrecognized);
     }
     let any_address = lines(data)
@@ -94,9 +95,10 @@ pub fn detect(data: &[u8], from_procfs: bool) -> Result<ExecFormat, SymbolFault>
 
 pub fn for_each(data: &[u8], visit: &mut impl FnMut(&[u8], usize, Symbol)) {
     for (start, line) in lines(data) {
-        if let Some((value, letter, name_at, name_len)) = parse_line(line) {
-            if let Some(name) = line.get(name_at..name_at + name_len) {
-                visit(name, start + name_at, Symbol { value, letter });
+        if let Some((value, letter, name_at, name)) = parse_line(line) {
+            // The name lies in the data: its position does not overflow.
+            if let Some(at) = start.checked_add(name_at) {
+                visit(name, at, Symbol { value, letter });
             }
         }
     }

@@ -5,7 +5,7 @@
 //! and is the only code that names them. The session sees a `Core` and the trait, nothing
 //! more.
 
-#![warn(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+#![deny(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 
 pub mod codec;
 pub mod devmem;

@@ -1,7 +1,7 @@
 //! Decoders of kernel data structures that need nothing but a reader of kernel memory and
 //! the machine's word layout (no debug info): the kernel log and the kallsyms tables.
 
-#![warn(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+#![deny(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 
 pub mod dmesg;
 pub mod kallsyms;

@@ -2,7 +2,7 @@
 //! `nm` form (/proc/kallsyms, System.map). Open validates the format and looks up only the
 //! handful of names the identity check needs; the full name index waits for `nlist`.
 
-#![warn(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+#![deny(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 
 pub mod cache;
 pub mod elf;

@@ -86,14 +86,17 @@ pub fn decode(
                 .unwrap_or(&[])
         })
         .collect();
-    let offsets = read(tables.offsets, count.saturating_mul(4))?;
+    // Every offset, even for a sample: the encoding is told by all of them (below).
+    let all = usize::try_from(num_syms).map_err(|_| bad("too many symbols"))?;
+    let offsets = read(tables.offsets, all.saturating_mul(4))?;
     let offsets: Vec<i32> = offsets
         .chunks_exact(4)
         .map(|entry| words.u32(entry, 0) as i32)
         .collect();
     // CONFIG_KALLSYMS_ABSOLUTE_PERCPU stores per-CPU symbols as absolute non-negative values
     // and every other symbol as `relative_base - 1 - offset` (negative); without it every
-    // offset is a non-negative displacement from relative_base.
+    // offset is a non-negative displacement from relative_base. The per-CPU symbols come
+    // first (hundreds on x86_64), so a sample's own offsets may all be non-negative.
     let absolute_percpu = offsets.iter().any(|&o| o < 0);
 
     let mut names = NameStream {
@@ -185,4 +188,92 @@ pub fn to_text(symbols: &[CoreSymbol]) -> Vec<u8> {
         text.push(b'\n');
     }
     text
+}
+
+#[cfg(test)]
+#[allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+mod tests {
+    use super::*;
+    use crate::errors::Reason;
+
+    const BASE: u64 = 0xffff_ffff_8100_0000;
+    const LE64: Words = Words {
+        big_endian: false,
+        wide: true,
+    };
+
+    /// Tables of three symbols, the first two per-CPU (absolute offsets), the last relative
+    /// to `relative_base` the CONFIG_KALLSYMS_ABSOLUTE_PERCPU way; every token one byte.
+    fn memory() -> (Vec<u8>, VmcoreInfo) {
+        let mut mem = vec![0u8; 0x3000];
+        let put = |mem: &mut Vec<u8>, at: usize, bytes: &[u8]| {
+            mem[at..at + bytes.len()].copy_from_slice(bytes);
+        };
+        put(&mut mem, 0x0, &3u32.to_le_bytes()); // num_syms
+        put(&mut mem, 0x8, &BASE.to_le_bytes()); // relative_base
+        let offsets: [i32; 3] = [0x10, 0x20, -0x41];
+        for (i, o) in offsets.iter().enumerate() {
+            put(&mut mem, 0x100 + 4 * i, &o.to_le_bytes());
+        }
+        let mut names = Vec::new();
+        for name in [&b"Dcpu_a"[..], b"Dcpu_b", b"Tfunc"] {
+            names.push(name.len() as u8);
+            names.extend_from_slice(name);
+        }
+        put(&mut mem, 0x200, &names);
+        for i in 0..256usize {
+            put(&mut mem, 0x400 + 2 * i, &((2 * i) as u16).to_le_bytes()); // token_index
+            put(&mut mem, 0x800 + 2 * i, &[i as u8, 0]); // token_table
+        }
+        let info = VmcoreInfo::parse(
+            format!(
+                "SYMBOL(kallsyms_num_syms)={:x}\nSYMBOL(kallsyms_relative_base)={:x}\n\
+                 SYMBOL(kallsyms_offsets)={:x}\nSYMBOL(kallsyms_names)={:x}\n\
+                 SYMBOL(kallsyms_token_index)={:x}\nSYMBOL(kallsyms_token_table)={:x}\n",
+                BASE,
+                BASE + 8,
+                BASE + 0x100,
+                BASE + 0x200,
+                BASE + 0x400,
+                BASE + 0x800
+            )
+            .as_bytes(),
+        );
+        (mem, info)
+    }
+
+    fn decoded(limit: Option<usize>) -> Vec<(u64, String)> {
+        let (mem, info) = memory();
+        let read = |addr: u64, len: usize| -> Result<Vec<u8>, Error> {
+            let at = addr.checked_sub(BASE).map(|a| a as usize);
+            match at.and_then(|a| mem.get(a..)) {
+                Some(rest) => Ok(rest[..len.min(rest.len())].to_vec()),
+                None => Err(Error::InvalidAddress {
+                    addr,
+                    reason: Reason::NotInDump,
+                }),
+            }
+        };
+        let tables = Tables::from_vmcoreinfo(&info).unwrap();
+        decode(&read, LE64, &tables, limit)
+            .unwrap()
+            .iter()
+            .map(|s| (s.value, String::from_utf8_lossy(&s.name).into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn absolute_percpu_is_told_by_every_offset_even_for_a_sample() {
+        let all = decoded(None);
+        assert_eq!(
+            all,
+            [
+                (0x10, "cpu_a".to_owned()),
+                (0x20, "cpu_b".to_owned()),
+                (BASE - 1 + 0x41, "func".to_owned())
+            ]
+        );
+        // A sample of the per-CPU symbols alone decodes them the same way.
+        assert_eq!(decoded(Some(2)), all[..2]);
+    }
 }

@@ -308,6 +308,9 @@ def test_ctrl_c_during_scan_exits_130_without_a_traceback(corpus: Corpus) -> Non
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell starts background jobs with SIGINT ignored, and Python then keeps it
+        # ignored: give the child the default, as a terminal's foreground command has.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(1.0)
     child.send_signal(signal.SIGINT)

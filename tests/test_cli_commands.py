@@ -33,8 +33,10 @@ def run_bytes(*args: str | Path) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([*kvm_rs_command(), *map(str, args)], capture_output=True, timeout=120)
 
 
-def json_lines(stdout: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stdout.splitlines()]
+def json_lines(stdout: str, kind: str = "report") -> list[dict[str, Any]]:
+    """The records of one kind among the JSON lines (every line must be JSON)."""
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    return [line for line in lines if line["kind"] == kind]
 
 
 def runtime(corpus: Corpus, dump_name: str, symbol: str) -> int:
@@ -82,7 +84,7 @@ def assert_good_report(corpus: Corpus, name: str, report: dict[str, Any]) -> Non
     assert report["osrelease"] == truth["vmcoreinfo_OSRELEASE"]
     assert report["format"] == FORMATS[truth["format"]]
     assert report["compression"] == expected_compression(truth)
-    assert report["kernel_offset"] == int(truth["KERNELOFFSET"], 16)
+    assert int(report["kernel_offset"], 16) == int(truth["KERNELOFFSET"], 16)
     assert report["panic"] == "sysrq triggered crash"
 
 
@@ -225,8 +227,9 @@ def test_nlist_json(corpus: Corpus, dump_name: str, execfile: str) -> None:
         "nlist", "--json", "-M", corpus.dump(dump_name), "-N", exec_arg(corpus, execfile), *names
     )
     assert result.returncode == 0, result.stderr
-    expected = [{"name": n, "value": runtime(corpus, dump_name, n)} for n in names]
-    assert json_lines(result.stdout) == expected
+    expected = [{"name": n, "value": hex(runtime(corpus, dump_name, n))} for n in names]
+    got = [{"name": r["name"], "value": r["value"]} for r in json_lines(result.stdout, "symbol")]
+    assert got == expected
 
 
 def test_nlist_missing_name_exits_1_but_prints_found(corpus: Corpus) -> None:
@@ -241,10 +244,12 @@ def test_nlist_missing_name_exits_1_but_prints_found(corpus: Corpus) -> None:
 
     result = run(*args, "--json", "linux_banner", "no_such_symbol_xyz", "init_task")
     assert result.returncode == EXIT_FAILED
-    values = {r["name"]: r["value"] for r in json_lines(result.stdout)}
-    assert values["linux_banner"] == runtime(corpus, name, "linux_banner")
-    assert values["init_task"] == runtime(corpus, name, "init_task")
-    assert values.get("no_such_symbol_xyz") is None
+    values = {r["name"]: r["value"] for r in json_lines(result.stdout, "symbol")}
+    assert values["linux_banner"] == hex(runtime(corpus, name, "linux_banner"))
+    assert values["init_task"] == hex(runtime(corpus, name, "init_task"))
+    assert values["no_such_symbol_xyz"] is None
+    [error] = json_lines(result.stdout, "error")
+    assert error["error"] == "no_such_symbol_xyz: no such symbol"
 
 
 # -- read --------------------------------------------------------------------------------------
@@ -266,9 +271,11 @@ def test_read_hex_address_json(corpus: Corpus, dump_name: str) -> None:
             "read", "--json", "-M", corpus.dump(dump_name), "-N", corpus.vmlinux, hex(address)
         )
         assert result.returncode == 0, result.stderr
-        [record] = json_lines(result.stdout)
+        [record] = json_lines(result.stdout, "read")
         assert record == {
-            "address": address,
+            "kind": "read",
+            "path": str(corpus.dump(dump_name)),
+            "address": hex(address),
             "size": 64,
             "hex": truth_bytes(corpus, dump_name, symbol).hex(),
         }
@@ -288,8 +295,8 @@ def test_read_symbol_and_address_agree(corpus: Corpus, symbol: str) -> None:
     by_name = run("read", "--json", "-M", corpus.dump(name), "-N", "core", symbol, "64")
     by_addr = run("read", "--json", "-M", corpus.dump(name), "-N", "core", f"{address:#x}")
     assert by_name.returncode == by_addr.returncode == 0, by_name.stderr + by_addr.stderr
-    assert json_lines(by_name.stdout) == json_lines(by_addr.stdout)
-    assert json_lines(by_name.stdout)[0]["hex"] == truth_bytes(corpus, name, symbol).hex()
+    assert json_lines(by_name.stdout, "read") == json_lines(by_addr.stdout, "read")
+    assert json_lines(by_name.stdout, "read")[0]["hex"] == truth_bytes(corpus, name, symbol).hex()
 
 
 @pytest.mark.parametrize("execfile", ["system.map", "core"])

@@ -5,6 +5,7 @@ guest's serial console's kernel lines, in order, line for line.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -77,11 +78,24 @@ def test_cli_dmesg_json(corpus: Corpus, dump_name: str) -> None:
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert records
-    assert all(set(record) == {"line"} for record in records)
-    lines = [record["line"] for record in records]
-    assert_ordered_subsequence(console_kernel_lines(corpus, dump_name), lines)
+    assert all(
+        list(record) == ["kind", "seq", "ts", "level", "caller", "text"] for record in records
+    )
+    assert all(record["kind"] == "log" for record in records)
+    seqs = [record["seq"] for record in records]
+    assert seqs == sorted(set(seqs)), "sequence numbers increase"
+    assert {record["level"] for record in records} <= set(range(8))
+    # 6.1's ring names every record's caller: a task (T<pid>) or, outside one, a CPU.
+    assert all(re.fullmatch(r"[TC][0-9]+", record["caller"]) for record in records)
+    assert records[0]["caller"] == "T0"  # the boot CPU's first lines, from the idle task
     with kvm_rs.Kvm(execfile=corpus.system_map, corefile=dump) as kd:
-        assert lines == kd.dmesg()
+        ring = kd.log()
+        lines = kd.dmesg()
+    assert [r["text"] for r in records] == [r.text for r in ring]
+    assert [r["ts"] for r in records] == [r.ts_nsec // 1000 / 1e6 for r in ring]
+    assert_ordered_subsequence(console_kernel_lines(corpus, dump_name), lines)
+    text = run("dmesg", "-M", str(dump), "-N", str(corpus.system_map))
+    assert text.stdout.splitlines() == lines
 
 
 def test_cli_dmesg_with_core_symbols(corpus: Corpus) -> None:

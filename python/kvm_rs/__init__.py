@@ -7,8 +7,10 @@ raising `KvmError`.
 
 from __future__ import annotations
 
+from importlib import metadata
+
 from . import paths
-from ._handle import CORE_SYMBOLS, Kvm, KvmInfo
+from ._handle import CORE_SYMBOLS, Kvm, KvmInfo, LogRecord
 from ._libkvm import (
     N_ABS,
     N_BSS,
@@ -31,6 +33,11 @@ from .errors import KvmError
 
 _POSIX2_LINE_MAX = 2048
 
+try:
+    __version__ = metadata.version("kvm-rs")
+except metadata.PackageNotFoundError:  # imported from a source tree, not installed
+    __version__ = "0+unknown"
+
 __all__ = [
     "CORE_SYMBOLS",
     "KVM_NO_FILES",
@@ -45,8 +52,10 @@ __all__ = [
     "Kvm",
     "KvmError",
     "KvmInfo",
+    "LogRecord",
     "Nlist",
     "ScanReport",
+    "__version__",
     "clear_exec_cache",
     "close",
     "geterr",

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, Union, cast
+from typing import Any, NamedTuple, TypeVar, Union, cast
 
 from . import _conventions, _native, paths
 from .errors import KvmError
@@ -42,6 +42,28 @@ class KvmInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+class LogRecord(NamedTuple):
+    """One record of the kernel log: its sequence number, its time since boot in
+    nanoseconds, its level (0 emerg .. 7 debug), who logged it (`T<pid>` or `C<cpu>`, None
+    where the ring does not say) and its text (lines joined by newlines)."""
+
+    seq: int
+    ts_nsec: int
+    level: int
+    caller: str | None
+    text: str
+
+    def lines(self) -> Iterator[str]:
+        """As the console prints it: `[    5.123456] text`, one line per line of text."""
+        return console_lines(self.ts_nsec // 1000, self.text)
+
+
+def console_lines(ts_usec: int, text: str) -> Iterator[str]:
+    """A record's text as the console prints it, its time (µs since boot) on every line."""
+    seconds, micros = divmod(ts_usec, 1_000_000)
+    return (f"[{seconds:5}.{micros:06}] {line}" for line in text.split("\n"))
 
 
 def _fspath(value: StrPath | None, what: str) -> bytes | None:
@@ -288,8 +310,12 @@ class Kvm:
     def dmesg(self) -> list[str]:
         """The kernel log, as the console prints it (`[    1.234567] text`), oldest first.
         Decoded from the printk ring with VMCOREINFO alone: no vmlinux debug info needed."""
-        lines: list[str] = self._call(self._session.dmesg)
-        return lines
+        return [line for record in self.log() for line in record.lines()]
+
+    def log(self) -> list[LogRecord]:
+        """The kernel log's records, oldest first, as the ring holds them."""
+        records: list[tuple[int, int, int, str | None, str]] = self._call(self._session.log)
+        return [LogRecord(*record) for record in records]
 
     def _nlist_raw(self, names: list[bytes]) -> list[tuple[int, int] | None]:
         result: list[tuple[int, int] | None] = self._call(self._session.nlist, names)

@@ -4,7 +4,15 @@ from typing import Any, final
 
 from .errors import KvmError
 
-__all__ = ["KVM_NO_FILES", "PATH_MAX", "Handle", "clear_exec_cache", "open_session", "scan"]
+__all__ = [
+    "KVM_NO_FILES",
+    "PATH_MAX",
+    "Handle",
+    "clear_exec_cache",
+    "exec_cache_stats",
+    "open_session",
+    "scan",
+]
 
 KVM_NO_FILES: int
 PATH_MAX: int
@@ -20,7 +28,7 @@ class Handle:
     def read(self, addr: int, size: int) -> tuple[bytes, KvmError | None]: ...
     def read_physical(self, addr: int, size: int) -> tuple[bytes, KvmError | None]: ...
     def write(self, addr: int, data: bytes) -> int: ...
-    def dmesg(self) -> list[str]: ...
+    def log(self) -> list[tuple[int, int, int, str | None, str]]: ...
     def info(self) -> dict[str, Any] | None: ...
 
 def open_session(
@@ -40,3 +48,4 @@ def scan(
     vmcoreinfo: bytes | None = None,
 ) -> list[dict[str, Any]]: ...
 def clear_exec_cache() -> None: ...
+def exec_cache_stats() -> tuple[int, int]: ...

@@ -1,148 +1,223 @@
 """kvm-rs: the command line, for people and for pipelines.
 
-    kvm-rs info  [-N EXECFILE] [-M COREFILE] [--json]
-    kvm-rs nlist [-N EXECFILE] [-M COREFILE] [--json] NAME...
-    kvm-rs read  [-N EXECFILE] [-M COREFILE] [--json | --raw] ADDRESS|SYMBOL [SIZE]
-    kvm-rs dmesg [-N EXECFILE] [-M COREFILE] [--json]
-    kvm-rs scan  [-N EXECFILE] [--json] [--threads N] [PATH...]
+    kvm-rs info  [-M COREFILE]... [-N EXECFILE] [--json] [-q|-v]
+    kvm-rs nlist [-M COREFILE]... [-N EXECFILE] [--json] [-q|-v] NAME...
+    kvm-rs read  [-M COREFILE]... [-N EXECFILE] [--json | --raw] [-q|-v] ADDRESS|SYMBOL [SIZE]
+    kvm-rs dmesg [-M COREFILE]... [-N EXECFILE] [--json] [-q|-v]
+    kvm-rs scan  [-N EXECFILE] [--threads N] [--json] [-q|-v] [PATH...]
 
--N names the symbol table (BSD's namelist), -M the core file (BSD's memory file), as in
-BSD's ps, vmstat and friends. With no -M the running kernel (/proc/kcore) is opened, as
-kvm_open(NULL, NULL, ...) does. --json prints JSON lines, one object per record.
+-M names the core file (BSD's memory file; once per part of a split dump), -N the symbol
+table (BSD's namelist), as in BSD's ps and vmstat. With no -M the running kernel
+(/proc/kcore) is opened, as kvm_open(NULL, NULL, ...) does; with -M and no -N the dump's
+own kallsyms tables are the symbols. What each command prints is a sequence of records
+(kvm_rs._output), as text or, with --json, as JSON lines.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
-from typing import Any, TextIO
+from typing import NoReturn
 
-from . import paths
+from . import __version__, _native, paths
 from ._handle import CORE_SYMBOLS, Kvm, _CoreSymbols
-from ._scan import ScanReport, scan
+from ._output import Output, Record, error_record, log_record
+from ._scan import ScanReport, scan_iter
 from .errors import KvmError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_SOME_DUMPS_FAILED = 3
+#: The shell's status for a command ended by SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
 
 EPILOG = """\
 exit status:
-  0  success
-  1  the dump could not be opened or read (the message says why, on stderr)
-  2  usage error
-  3  scan: at least one dump failed to open (each has its report)
+  0    success
+  1    the dump could not be opened or read (the message says why, on stderr)
+  2    usage error
+  3    scan: at least one dump failed to open (each has its report)
   130  interrupted (Ctrl-C)
 """
 
-#: Where the kdump tools (kdump-tools, kexec-tools) leave dumps.
+#: Where the kdump tools (kdump-tools, kdump-utils) leave dumps.
 DEFAULT_SCAN_DIR = "/var/crash"
+#: How much `read` asks of the dump at a time: memory stays bounded for any SIZE.
+READ_CHUNK = 1 << 16
+#: Addresses and sizes are 64-bit.
+ADDRESS_LIMIT = 1 << 64
 
 
-def _add_files(parser: argparse.ArgumentParser, core: bool = True) -> None:
-    parser.add_argument(
-        "-N",
-        dest="execfile",
-        metavar="EXECFILE",
-        help="symbol table: vmlinux, System.map or kallsyms (default: /proc/kallsyms, else "
-        "the running kernel's vmlinux or System.map; 'core' = the dump's own kallsyms)",
-    )
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: {message} (see {self.prog} --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _path(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("empty path")
+    return text
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def _size(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size") from None
+    if not 0 <= value < ADDRESS_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text} is not a size in the 64-bit address space")
+    return value
+
+
+def _address_syntax(text: str) -> str:
+    """ADDRESS (any int literal) or SYMBOL[+OFFSET]: checked here, resolved once opened."""
+    if not text:
+        raise argparse.ArgumentTypeError("empty address")
+    number = _parse_int(text)
+    if number is not None and not 0 <= number < ADDRESS_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text} is outside the 64-bit address space")
+    _, plus, offset = text.partition("+")
+    if number is None and plus and _parse_int(offset) is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: the offset after + is not a number")
+    return text
+
+
+def _parse_int(text: str) -> int | None:
+    try:
+        return int(text, 0)
+    except ValueError:
+        return None
+
+
+def _add_common(parser: argparse.ArgumentParser, core: bool = True) -> None:
     if core:
         parser.add_argument(
             "-M",
             dest="corefile",
             metavar="COREFILE",
             action="append",
+            type=_path,
             help="core file: a crash dump or /proc/kcore (default: the running kernel); "
             "give it once per part of a split dump",
         )
+        symbols_default = (
+            "default: with -M, the dump's own kallsyms tables ('core'); without, "
+            "/proc/kallsyms, else the running kernel's vmlinux or System.map"
+        )
+    else:
+        symbols_default = "default: each dump's own kallsyms tables ('core')"
+    parser.add_argument(
+        "-N",
+        dest="execfile",
+        metavar="EXECFILE",
+        type=_path,
+        help=f"symbol table: vmlinux, System.map or kallsyms ({symbols_default})",
+    )
     parser.add_argument(
         "--vmcoreinfo",
         metavar="FILE",
+        type=_path,
         help="VMCOREINFO text (KEY=VALUE lines) to use instead of the dump's own",
     )
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    loudness.add_argument(
+        "-v", "--verbose", action="store_true", help="say what was opened, cache hits, timings"
+    )
+
+
+def _add_json(parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
     parser.add_argument("--json", action="store_true", help="JSON lines on stdout")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kvm-rs",
         description="Open Linux kernel crash dumps and the live kernel the BSD libkvm way.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"kvm-rs {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    info = commands.add_parser(
-        "info", help="what a dump is: format, release, build-id, KASLR offset", epilog=EPILOG
-    )
-    _add_files(info)
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = commands.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        return sub
 
-    nlist = commands.add_parser("nlist", help="runtime addresses of symbols", epilog=EPILOG)
-    _add_files(nlist)
+    info = command("info", "what a dump is: format, release, build-id, KASLR offset")
+    _add_common(info)
+    _add_json(info)
+
+    nlist = command("nlist", "runtime addresses of symbols")
+    _add_common(nlist)
+    _add_json(nlist)
     nlist.add_argument("names", nargs="+", metavar="NAME")
 
-    read = commands.add_parser("read", help="kernel memory, as a hexdump or raw", epilog=EPILOG)
-    _add_files(read)
-    read.add_argument("address", metavar="ADDRESS|SYMBOL", help="0x-hex address or a symbol")
-    read.add_argument("size", nargs="?", default="64", metavar="SIZE", help="bytes (default 64)")
-    read.add_argument("--raw", action="store_true", help="the bytes themselves on stdout")
-
-    dmesg = commands.add_parser("dmesg", help="the kernel log of the dump", epilog=EPILOG)
-    _add_files(dmesg)
-
-    scan_cmd = commands.add_parser(
-        "scan",
-        help="validate many dumps in parallel; non-zero exit if any failed",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    read = command("read", "kernel memory, as a hexdump, JSON or raw bytes")
+    _add_common(read)
+    output = read.add_mutually_exclusive_group()
+    _add_json(output)
+    output.add_argument("--raw", action="store_true", help="the bytes themselves on stdout")
+    read.add_argument(
+        "address",
+        metavar="ADDRESS|SYMBOL",
+        type=_address_syntax,
+        help="an address (0x…), a symbol, or SYMBOL+OFFSET",
     )
-    _add_files(scan_cmd, core=False)
-    scan_cmd.add_argument(
-        "paths", nargs="*", metavar="PATH", help=f"dumps or folders (default {DEFAULT_SCAN_DIR})"
+    read.add_argument(
+        "size", nargs="?", default=64, type=_size, metavar="SIZE", help="bytes (default 64)"
     )
-    scan_cmd.add_argument("--threads", type=int, default=None, help="worker threads")
+
+    dmesg = command("dmesg", "the kernel log of the dump")
+    _add_common(dmesg)
+    _add_json(dmesg)
+
+    scan = command("scan", "validate many dumps in parallel; exit status 3 if any failed")
+    _add_common(scan, core=False)
+    _add_json(scan)
+    scan.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        type=_path,
+        help=f"dumps, split parts or crash folders (default {DEFAULT_SCAN_DIR})",
+    )
+    scan.add_argument(
+        "--threads", type=_positive, default=None, help="worker threads (default: one per CPU)"
+    )
     return parser
 
 
-def _execfile(value: str | None) -> str | _CoreSymbols | None:
-    return CORE_SYMBOLS if value == "core" else value
+# -- opening -----------------------------------------------------------------------------
 
 
-def _live_kernel_hint(error: KvmError) -> str | None:
-    """Why the running kernel cannot be opened, in terms a user can act on."""
-    if not os.path.exists(paths._PATH_MEM):
-        return (
-            f"{paths._PATH_MEM} does not exist: the kernel lacks CONFIG_PROC_KCORE, "
-            "or /proc is not mounted; give a dump with -M"
-        )
-    if error.errno in (1, 13) and os.geteuid() != 0:
-        return f"reading {paths._PATH_MEM} needs root (CAP_SYS_RAWIO): run as root, or give -M DUMP"
-    return None
-
-
-def _fail(error: KvmError, corefile: str | list[str] | None) -> int:
-    print(f"kvm-rs: {error.message}", file=sys.stderr)
-    hint = _live_kernel_hint(error) if corefile is None else None
-    if hint:
-        print(f"kvm-rs: {hint}", file=sys.stderr)
-    return EXIT_FAILED
-
-
-def _emit(obj: dict[str, Any], out: TextIO = sys.stdout) -> None:
-    out.write(json.dumps(obj) + "\n")
-
-
-def _corefile(args: argparse.Namespace) -> str | list[str] | None:
-    """-M once: that file; more than once: the parts of a split dump."""
+def _shown(args: argparse.Namespace) -> str:
+    """The core file as records name it (`path`): the first part of a split dump."""
     given: list[str] | None = args.corefile
-    if not given:
-        return None
-    return given[0] if len(given) == 1 else given
+    return given[0] if given else paths._PATH_MEM
 
 
 def _vmcoreinfo(args: argparse.Namespace) -> bytes | None:
@@ -153,212 +228,217 @@ def _vmcoreinfo(args: argparse.Namespace) -> bytes | None:
         with open(args.vmcoreinfo, "rb") as file:
             return file.read()
     except OSError as error:
-        print(f"kvm-rs: --vmcoreinfo {args.vmcoreinfo}: {error.strerror}", file=sys.stderr)
+        sys.stderr.write(f"kvm-rs: --vmcoreinfo {args.vmcoreinfo}: {error.strerror}\n")
         raise SystemExit(EXIT_USAGE) from None
 
 
-def _info(kd: Kvm, args: argparse.Namespace) -> int:
-    shown = " ".join(args.corefile) if args.corefile else paths._PATH_MEM
+def _execfile(args: argparse.Namespace) -> str | _CoreSymbols | None:
+    """-N as given; 'core', or nothing with -M, is the dump's own kallsyms."""
+    if args.execfile == "core" or (args.execfile is None and args.corefile):
+        return CORE_SYMBOLS
+    return args.execfile  # type: ignore[no-any-return]
+
+
+def _open(args: argparse.Namespace, out: Output) -> Kvm:
+    given: list[str] | None = args.corefile
+    corefile: str | list[str] | None = None
+    if given:
+        corefile = given[0] if len(given) == 1 else given
+    execfile = _execfile(args)
+    started = time.perf_counter()
+    kd = Kvm(execfile=execfile, corefile=corefile, vmcoreinfo=_vmcoreinfo(args))
+    if out.verbose:
+        elapsed = (time.perf_counter() - started) * 1000
+        info = kd.info
+        symbols = "the dump's kallsyms" if execfile is CORE_SYMBOLS else execfile or "default"
+        out.note(
+            f"opened {' + '.join(given or [paths._PATH_MEM])}: {info.format} "
+            f"{info.compression or '-'} {info.machine or '-'} {info.osrelease or '-'} "
+            f"in {elapsed:.1f} ms"
+        )
+        hits, misses = _native.exec_cache_stats()
+        out.note(
+            f"symbols: {symbols} ({info.exec_format or 'none'}); "
+            f"exec cache: {hits} hits, {misses} misses"
+        )
+    return kd
+
+
+def _error(args: argparse.Namespace, error: KvmError) -> Record:
+    return error_record(_shown(args), error.message, error.reason)
+
+
+def _hint(args: argparse.Namespace, error: KvmError) -> str | None:
+    """What the user can do about an error, where the message alone does not say."""
+    if args.corefile:
+        if args.execfile is None and "no kallsyms tables" in error.message:
+            return "name the kernel's System.map or vmlinux with -N"
+        return None
+    if not os.path.exists(paths._PATH_MEM):
+        return (
+            f"{paths._PATH_MEM} does not exist: the kernel lacks CONFIG_PROC_KCORE, "
+            "or /proc is not mounted; give a dump with -M"
+        )
+    if error.errno in (1, 13) and os.geteuid() != 0:
+        return f"reading {paths._PATH_MEM} needs root (CAP_SYS_RAWIO): run as root, or give -M"
+    return None
+
+
+# -- the commands ------------------------------------------------------------------------
+
+
+def _info(kd: Kvm, args: argparse.Namespace, out: Output) -> int:
     info = kd.info.as_dict()
-    if args.json:
-        _emit({"corefile": shown, **info})
-        return EXIT_OK
-    vmcoreinfo = info.pop("vmcoreinfo")
-    print(f"{'corefile':<15} {shown}")
-    for key, value in info.items():
-        text = f"{value:#x}" if key == "kernel_offset" else value
-        print(f"{key:<15} {'-' if text is None else text}")
-    print(f"{'vmcoreinfo':<15} {len(vmcoreinfo)} keys")
+    info["parts"] = tuple(args.corefile or [paths._PATH_MEM])
+    out.emit(Record.of("info", path=_shown(args), **info))
     return EXIT_OK
 
 
-def _nlist(kd: Kvm, args: argparse.Namespace) -> int:
+def _nlist(kd: Kvm, args: argparse.Namespace, out: Output) -> int:
     found = kd.nlist(args.names)
     for name in args.names:
-        value = found.get(name)
-        if args.json:
-            _emit({"name": name, "value": value})
-        else:
-            print(f"{'-' if value is None else f'{value:#018x}'} {name}")
-    return EXIT_OK if len(found) == len(args.names) else EXIT_FAILED
+        out.emit(Record.of("symbol", path=_shown(args), name=name, value=found.get(name)))
+    missing = [name for name in args.names if name not in found]
+    for name in missing:
+        out.emit(error_record(_shown(args), f"{name}: no such symbol"))
+    return EXIT_FAILED if missing else EXIT_OK
 
 
-def _parse_int(text: str) -> int | None:
-    try:
-        return int(text, 0)
-    except ValueError:
+def _resolve(kd: Kvm, text: str) -> int | None:
+    """ADDRESS, SYMBOL or SYMBOL+OFFSET (checked by the parser) as an address."""
+    number = _parse_int(text)
+    if number is not None:
+        return number
+    name, _, offset = text.partition("+")
+    base = kd.nlist([name]).get(name)
+    if base is None:
         return None
+    return (base + (_parse_int(offset) or 0)) % ADDRESS_LIMIT
 
 
-def _hexdump(addr: int, data: bytes) -> Iterator[str]:
-    for at in range(0, len(data), 16):
-        chunk = data[at : at + 16]
-        hex_part = " ".join(f"{b:02x}" for b in chunk)
-        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
-        yield f"{addr + at:016x}  {hex_part:<47}  |{text}|"
+def _chunks(addr: int, size: int) -> Iterator[tuple[int, int]]:
+    """(address, length) pieces of at most READ_CHUNK, wrapping at the top of the space as
+    the CPU does."""
+    done = 0
+    while done < size:
+        length = min(READ_CHUNK, size - done)
+        yield (addr + done) % ADDRESS_LIMIT, length
+        done += length
 
 
-def _read(kd: Kvm, args: argparse.Namespace) -> int:
-    addr = _parse_int(args.address)
+def _read(kd: Kvm, args: argparse.Namespace, out: Output) -> int:
+    addr = _resolve(kd, args.address)
     if addr is None:
-        addr = kd.nlist([args.address]).get(args.address)
-        if addr is None:
-            print(f"kvm-rs: {args.address}: no such symbol", file=sys.stderr)
-            return EXIT_FAILED
-    size = _parse_int(args.size)
-    if size is None or size < 0:
-        print(f"kvm-rs: {args.size}: not a size", file=sys.stderr)
-        return EXIT_USAGE
-    data = kd.read(addr, size)
-    if args.raw:
-        sys.stdout.buffer.write(data)
-    elif args.json:
-        _emit({"address": addr, "size": len(data), "hex": data.hex()})
-    else:
-        for line in _hexdump(addr, data):
-            print(line)
-    return EXIT_OK
-
-
-def _dmesg(kd: Kvm, args: argparse.Namespace) -> int:
-    for line in kd.dmesg():
-        if args.json:
-            _emit({"line": line})
-        else:
-            print(line)
-    return EXIT_OK
-
-
-#: How much of a file tells text from a dump.
-_SNIFF_BYTES = 512
-
-
-def _is_text(path: str) -> bool:
-    """Is this file text (a console log, a kexec command line, dmesg output)? Crash folders
-    of kdump-tools and kdump-utils hold those beside the dump; they are not failed dumps.
-    An empty file is not text: an empty vmcore is a dump that failed, and is reported."""
-    try:
-        with open(path, "rb") as file:
-            head = file.read(_SNIFF_BYTES)
-    except OSError:
-        return False  # reported, with the reason it cannot be read
-    if not head or b"\0" in head:
-        return False
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as error:
-        # A multi-byte character cut at the end of the sniffed bytes is still text.
-        return error.start >= len(head) - 3
-    return True
-
-
-def _collect(targets: Sequence[str]) -> list[str]:
-    """Files named, and the files inside folders named (recursively, sorted) but text."""
-    found: list[str] = []
-    for target in targets:
-        if os.path.isdir(target):
-            for root, dirs, files in os.walk(target):
-                dirs.sort()
-                found.extend(
-                    path
-                    for path in (os.path.join(root, name) for name in sorted(files))
-                    if not _is_text(path)
+        name = args.address.partition("+")[0]
+        out.emit(error_record(_shown(args), f"{name}: no such symbol"))
+        return EXIT_FAILED
+    for at, length in _chunks(addr, args.size):
+        failure = None
+        try:
+            data = kd.read(at, length)
+        except KvmError as error:
+            failure = error
+            data = error.partial or b""
+        if data:
+            if args.raw:
+                if not out.quiet:
+                    sys.stdout.buffer.write(data)
+                    sys.stdout.buffer.flush()
+            else:
+                out.emit(
+                    Record.of("read", path=_shown(args), address=at, size=len(data), hex=data.hex())
                 )
-        else:
-            found.append(target)
-    return found
+        if failure is not None:
+            out.emit(_error(args, failure))
+            return EXIT_FAILED
+    return EXIT_OK
 
 
-def _progress(done: int, total: int) -> None:
-    width = 30
-    filled = width * done // max(total, 1)
-    sys.stderr.write(f"\rscanning [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-    sys.stderr.flush()
+def _dmesg(kd: Kvm, args: argparse.Namespace, out: Output) -> int:
+    for entry in kd.log():
+        out.emit(log_record(entry))
+    return EXIT_OK
 
 
-def _describe(report: ScanReport) -> str:
-    """One line for a dump that opened: what it is, and what is wrong with it."""
-    notes = []
-    if len(report.parts) > 1:
-        notes.append(f"split dump of {len(report.parts)} parts")
-    elif report.pfn_range is not None:
-        start, end = report.pfn_range
-        notes.append(f"split part (pfn {start:#x}-{end:#x})")
-    if report.truncated:
-        notes.append("truncated")
-    if report.incomplete:
-        notes.append("incomplete")
-    if not report.readable:
-        notes.append(f"unreadable: {report.reason}")
-    flags = f" [{'; '.join(notes)}]" if notes else ""
-    names = " + ".join(report.parts) if report.parts else report.path
-    return (
-        f"{names}: {report.format} {report.compression or '-'} {report.machine or '-'} "
-        f"{report.osrelease or '-'}{flags} panic: {report.panic or '-'}"
+def report_record(report: ScanReport) -> Record:
+    return Record.of("report", **report.as_dict())
+
+
+def _scan(args: argparse.Namespace, out: Output) -> int:
+    if not args.paths and not os.path.isdir(DEFAULT_SCAN_DIR):
+        message = f"{DEFAULT_SCAN_DIR}: no such folder: name the dumps or folders to scan"
+        out.emit(error_record(DEFAULT_SCAN_DIR, message))
+        return EXIT_FAILED
+    execfile = CORE_SYMBOLS if args.execfile in (None, "core") else args.execfile
+    started = time.perf_counter()
+    counts = {"ok": 0, "warned": 0, "failed": 0}
+    interrupted = False
+    reports = scan_iter(
+        args.paths or [DEFAULT_SCAN_DIR],
+        execfile=execfile,
+        threads=args.threads,
+        vmcoreinfo=_vmcoreinfo(args),
     )
-
-
-def _scan(args: argparse.Namespace) -> int:
-    files = _collect(args.paths or [DEFAULT_SCAN_DIR])
-    show_progress = sys.stderr.isatty() and not args.json
-    # Batches of a few files keep the bar moving; each batch runs all threads.
-    batch = max(1, (args.threads or os.cpu_count() or 1) * 4) if show_progress else len(files)
-    reports: list[ScanReport] = []
-    execfile = args.execfile if args.execfile != "core" else None
-    vmcoreinfo = _vmcoreinfo(args)
-    if show_progress:
-        batches = [files[start : start + batch] for start in range(0, len(files), max(batch, 1))]
-    else:
-        batches = [files]
-    for chunk in batches:
-        reports.extend(scan(chunk, execfile=execfile, threads=args.threads, vmcoreinfo=vmcoreinfo))
-        if show_progress:
-            _progress(len(reports), len(files))
-    if show_progress:
-        sys.stderr.write("\n")
-    for report in reports:
-        if args.json:
-            _emit(report.as_dict())
-        elif report.ok:
-            print(f"ok    {_describe(report)}")
-        else:
-            print(f"FAIL  {report.error}")
-    failed = sum(not r.ok for r in reports)
-    if not args.json:
-        print(f"{len(reports) - failed} ok, {failed} failed", file=sys.stderr)
-    return EXIT_SOME_DUMPS_FAILED if failed else EXIT_OK
+    try:
+        for report in reports:
+            record = report_record(report)
+            out.emit(record)
+            if not report.ok:
+                counts["failed"] += 1
+            elif report.truncated or report.incomplete or not report.readable:
+                counts["warned"] += 1
+            else:
+                counts["ok"] += 1
+    except KvmError as error:
+        # Nothing can be scanned (the -N file cannot be read): said once, not per dump.
+        out.emit(error_record(args.execfile, error.message))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        reports.close()
+    seconds = time.perf_counter() - started
+    out.emit(Record.of("summary", **counts, interrupted=interrupted, seconds=round(seconds, 3)))
+    hits, misses = _native.exec_cache_stats()
+    out.note(
+        f"scanned {sum(counts.values())} dumps in {seconds:.2f} s "
+        f"({args.threads or os.cpu_count() or 1} threads); "
+        f"exec cache: {hits} hits, {misses} misses"
+    )
+    if interrupted:
+        raise KeyboardInterrupt
+    return EXIT_SOME_DUMPS_FAILED if counts["failed"] else EXIT_OK
 
 
 COMMANDS = {"info": _info, "nlist": _nlist, "read": _read, "dmesg": _dmesg}
 
 
-#: The shell's status for a command ended by SIGINT (128 + 2).
-EXIT_INTERRUPTED = 130
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    out = Output(args.json, args.quiet, args.verbose)
     try:
-        return _run(args)
+        return _run(args, out)
     except KeyboardInterrupt:
         # Ctrl-C stops the native work within a tenth of a second; no traceback for it.
-        print("kvm-rs: interrupted", file=sys.stderr)
+        sys.stderr.write("kvm-rs: interrupted\n")
         return EXIT_INTERRUPTED
-
-
-def _run(args: argparse.Namespace) -> int:
-    if args.command == "scan":
-        return _scan(args)
-    try:
-        with Kvm(
-            execfile=_execfile(args.execfile),
-            corefile=_corefile(args),
-            vmcoreinfo=_vmcoreinfo(args),
-        ) as kd:
-            return COMMANDS[args.command](kd, args)
-    except KvmError as error:
-        return _fail(error, _corefile(args))
     except BrokenPipeError:
-        # `kvm-rs dmesg | head`: the reader left; that is not an error of ours.
-        sys.stderr.close()
+        # `kvm-rs dmesg | head`: the reader left; that is not an error of ours. Python's own
+        # flush at exit would fail again: stdout goes to /dev/null from here on.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
+
+
+def _run(args: argparse.Namespace, out: Output) -> int:
+    if args.command == "scan":
+        return _scan(args, out)
+    try:
+        with _open(args, out) as kd:
+            return COMMANDS[args.command](kd, args, out)
+    except KvmError as error:
+        out.emit(_error(args, error))
+        hint = _hint(args, error)
+        if hint:
+            sys.stderr.write(f"kvm-rs: {hint}\n")
+        return EXIT_FAILED

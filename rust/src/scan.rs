@@ -270,6 +270,7 @@ mod tests {
             seq: 0,
             ts_nsec: 0,
             level: 0,
+            caller: None,
             text: text.into(),
         }
     }

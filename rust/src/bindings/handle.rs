@@ -139,12 +139,16 @@ impl Handle {
         detached(py, move || session.write(addr, &data))
     }
 
-    /// The kernel log as the console prints it, one string per line (detached; Ctrl-C
-    /// stops it).
-    fn dmesg(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+    /// The kernel log's records: (seq, ts_nsec, level, caller, text), oldest first
+    /// (detached; Ctrl-C stops it).
+    #[allow(clippy::type_complexity)]
+    fn log(&self, py: Python<'_>) -> PyResult<Vec<(u64, u64, u8, Option<String>, String)>> {
         let session = self.session(py)?;
         let records = interruptible(py, move |cancel| session.dmesg_with(cancel))?;
-        Ok(records.iter().flat_map(|r| r.lines()).collect())
+        Ok(records
+            .into_iter()
+            .map(|r| (r.seq, r.ts_nsec, r.level, r.caller, r.text))
+            .collect())
     }
 
     /// `Kvm.info` as a dict; None for a handle with no core file.

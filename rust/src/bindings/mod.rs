@@ -12,6 +12,12 @@ fn clear_exec_cache() {
     crate::symbols::cache::clear();
 }
 
+/// How often an open found its exec file already parsed: (hits, misses).
+#[pyfunction]
+fn exec_cache_stats() -> (u64, u64) {
+    crate::symbols::cache::stats()
+}
+
 #[pymodule]
 #[pyo3(name = "_native")]
 fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -19,6 +25,7 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(handle::open_session, module)?)?;
     module.add_function(wrap_pyfunction!(handle::scan, module)?)?;
     module.add_function(wrap_pyfunction!(clear_exec_cache, module)?)?;
+    module.add_function(wrap_pyfunction!(exec_cache_stats, module)?)?;
     module.add("KVM_NO_FILES", crate::session::KVM_NO_FILES)?;
     module.add("PATH_MAX", crate::session::PATH_MAX)?;
     Ok(())

@@ -18,18 +18,10 @@ pub struct Record {
     pub seq: u64,
     pub ts_nsec: u64,
     pub level: u8,
+    /// Who logged it, as the kernel's `[T123]`/`[C1]` prefix names it: a task id, or a CPU
+    /// for a record logged outside task context; None where the ring does not say.
+    pub caller: Option<String>,
     pub text: String,
-}
-
-impl Record {
-    /// The record as the console prints it: `[    5.123456] text`, one line per text line.
-    pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
-        let secs = self.ts_nsec / 1_000_000_000;
-        let micros = (self.ts_nsec % 1_000_000_000) / 1000;
-        self.text
-            .split('\n')
-            .map(move |line| format!("[{secs:5}.{micros:06}] {line}"))
-    }
 }
 
 struct Layout<'a> {
@@ -161,6 +153,7 @@ fn lockless(read: ReadFn<'_>, layout: &Layout<'_>, prb_symbol: u64) -> Result<Ve
     let seq_at = layout.offset("printk_info.seq")?;
     let ts_at = layout.offset("printk_info.ts_nsec")?;
     let len_at = layout.offset("printk_info.text_len")?;
+    let caller_at = layout.offset("printk_info.caller_id").ok();
     // The byte after text_len and facility: flags:5, level:3.
     let level_at = usize::try_from(sum("printk_info.text_len", len_at, 3)?)
         .map_err(|_| unreadable("OFFSET(printk_info.text_len) is not a layout"))?;
@@ -210,6 +203,7 @@ fn lockless(read: ReadFn<'_>, layout: &Layout<'_>, prb_symbol: u64) -> Result<Ve
                 seq: w.u64(info, seq_at),
                 ts_nsec: w.u64(info, ts_at),
                 level: info.get(level_at).map_or(0, |b| b >> 5),
+                caller: caller_at.map(|at| caller_name(w.u32(info, at))),
                 text,
             });
         }
@@ -219,6 +213,16 @@ fn lockless(read: ReadFn<'_>, layout: &Layout<'_>, prb_symbol: u64) -> Result<Ve
         id = id.wrapping_add(1);
     }
     Ok(out)
+}
+
+/// The kernel's name for a `caller_id`: its top bit set means a CPU number, else a task id.
+fn caller_name(id: u32) -> String {
+    const CPU_FLAG: u32 = 0x8000_0000;
+    if id & CPU_FLAG != 0 {
+        format!("C{}", id & !CPU_FLAG)
+    } else {
+        format!("T{id}")
+    }
 }
 
 /// Entry `index` of an array of `size`-byte entries, and what follows it: fields past the
@@ -270,6 +274,8 @@ fn variable_length(
     let ts_at = layout.offset("printk_log.ts_nsec")?;
     let len_at = layout.offset("printk_log.len")?;
     let text_len_at = layout.offset("printk_log.text_len")?;
+    // Published only by kernels built with CONFIG_PRINTK_CALLER.
+    let caller_at = layout.offset("printk_log.caller_id").ok();
     // The byte of flags:5 and level:3, after text_len, dict_len (u16 each) and facility.
     let level_at = text_len_at
         .checked_add(5)
@@ -302,6 +308,7 @@ fn variable_length(
             seq: out.len() as u64,
             ts_nsec: w.u64(rec, ts_at),
             level: rec.get(level_at).map_or(0, |b| b >> 5),
+            caller: caller_at.map(|at| caller_name(w.u32(rec, at))),
             text: String::from_utf8_lossy(text).into_owned(),
         });
         // Past the buffer (or past u64: the same) is back to its start.
@@ -391,14 +398,16 @@ mod tests {
             .as_bytes(),
         );
         let records = records(&read, &info, LE64).unwrap();
-        let lines: Vec<String> = records.iter().flat_map(|r| r.lines()).collect();
+        let seen: Vec<(u64, &str)> = records
+            .iter()
+            .map(|r| (r.ts_nsec, r.text.as_str()))
+            .collect();
         assert_eq!(
-            lines,
+            seen,
             [
-                "[    1.500000] Linux version 4.19.0",
-                "[    2.000001] a line",
-                "[    2.000001] and its continuation",
-                "[    3.000000] after the wrap",
+                (1_500_000_000, "Linux version 4.19.0"),
+                (2_000_001_000, "a line\nand its continuation"),
+                (3_000_000_000, "after the wrap"),
             ]
         );
         assert_eq!(records.first().map(|r| r.level), Some(6));

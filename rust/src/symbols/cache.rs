@@ -5,6 +5,7 @@
 
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::ExecFile;
@@ -35,11 +36,23 @@ impl Key {
 /// Most recently used last.
 static CACHE: Mutex<Vec<(Key, Arc<ExecFile>)>> = Mutex::new(Vec::new());
 
+/// Lookups that found their file, and those that did not (`kvm-rs -v` reports them).
+static HITS: AtomicU64 = AtomicU64::new(0);
+static MISSES: AtomicU64 = AtomicU64::new(0);
+
+/// (hits, misses) since the process started.
+pub fn stats() -> (u64, u64) {
+    (HITS.load(Ordering::Relaxed), MISSES.load(Ordering::Relaxed))
+}
+
 pub fn get(key: &Key, path: &[u8]) -> Option<Arc<ExecFile>> {
     let mut cache = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
-    let at = cache
+    let found = cache
         .iter()
-        .position(|(k, exec)| k == key && exec.path == path)?;
+        .position(|(k, exec)| k == key && exec.path == path);
+    let counter = if found.is_some() { &HITS } else { &MISSES };
+    counter.fetch_add(1, Ordering::Relaxed);
+    let at = found?;
     let entry = cache.remove(at);
     let exec = Arc::clone(&entry.1);
     cache.push(entry);

@@ -1,0 +1,248 @@
+"""What the command line prints: every command's output is a sequence of records, and one
+function renders a record as text (for people) or as one JSON line (for pipelines).
+
+The JSON field names of every kind are listed here, in `FIELDS`, and nowhere else; the
+README's table is this table, and a test checks every command's output against it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from ._handle import LogRecord, console_lines
+
+#: kind → its fields, in the order JSON prints them (after "kind").
+FIELDS: Mapping[str, tuple[str, ...]] = {
+    "info": (
+        "path",
+        "parts",
+        "format",
+        "compression",
+        "machine",
+        "osrelease",
+        "build_id",
+        "page_size",
+        "kernel_offset",
+        "pgtable_levels",
+        "live",
+        "truncated",
+        "incomplete",
+        "pfn_range",
+        "exec_format",
+        "vmcoreinfo_source",
+        "vmcoreinfo",
+    ),
+    "symbol": ("path", "name", "value"),
+    "read": ("path", "address", "size", "hex"),
+    "log": ("seq", "ts", "level", "caller", "text"),
+    "report": (
+        "path",
+        "parts",
+        "ok",
+        "error",
+        "readable",
+        "reason",
+        "format",
+        "compression",
+        "machine",
+        "osrelease",
+        "build_id",
+        "crash_time",
+        "kernel_offset",
+        "page_size",
+        "dump_level",
+        "incomplete",
+        "truncated",
+        "dumped_pages",
+        "panic",
+        "pfn_range",
+        "exec_format",
+        "vmcoreinfo_source",
+    ),
+    "error": ("path", "error", "reason"),
+    "summary": ("ok", "warned", "failed", "interrupted", "seconds"),
+}
+
+#: Fields that hold kernel addresses: strings "0x…" in JSON, which loses integers above 2^53.
+ADDRESSES = frozenset({"kernel_offset", "value", "address"})
+
+
+@dataclass(frozen=True)
+class Record:
+    """One thing a command prints: its kind and exactly the fields `FIELDS` lists for it."""
+
+    kind: str
+    fields: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        expected = FIELDS[self.kind]
+        if tuple(self.fields) != expected:
+            raise AssertionError(f"{self.kind} record fields {tuple(self.fields)} != {expected}")
+
+    @classmethod
+    def of(cls, kind: str, **values: Any) -> Record:
+        """The record, its fields put in their listed order (missing ones an error)."""
+        return cls(kind, {name: values[name] for name in FIELDS[kind]})
+
+    def __getitem__(self, name: str) -> Any:
+        return self.fields[name]
+
+    @property
+    def is_error(self) -> bool:
+        """What `-q` keeps: errors, and reports of dumps that failed."""
+        return self.kind == "error" or (self.kind == "report" and not self["ok"])
+
+
+def _json_value(name: str, value: Any) -> Any:
+    if name in ADDRESSES and isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:#x}"
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _hexdump(addr: int, data: bytes) -> Iterator[str]:
+    for at in range(0, len(data), 16):
+        chunk = data[at : at + 16]
+        hex_part = " ".join(f"{b:02x}" for b in chunk)
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        yield f"{(addr + at) % (1 << 64):016x}  {hex_part:<47}  |{text}|"
+
+
+def _info_text(fields: Mapping[str, Any]) -> Iterator[str]:
+    for key, value in fields.items():
+        if key == "vmcoreinfo":
+            text = f"{len(value)} keys"
+        elif key == "kernel_offset":
+            text = f"{value:#x}"
+        elif key == "parts":
+            if len(value) <= 1:
+                continue
+            text = " ".join(value)
+        elif key == "pfn_range" and value is not None:
+            text = f"{value[0]:#x}-{value[1]:#x}"
+        else:
+            text = "-" if value is None else str(value)
+        yield f"{key:<17} {text}"
+
+
+def report_notes(fields: Mapping[str, Any]) -> list[str]:
+    """What is wrong with, or special about, a dump that opened."""
+    notes = []
+    parts = fields["parts"]
+    if len(parts) > 1:
+        notes.append(f"split dump of {len(parts)} parts")
+    elif fields["pfn_range"] is not None:
+        start, end = fields["pfn_range"]
+        notes.append(f"split part (pfn {start:#x}-{end:#x})")
+    if fields["truncated"]:
+        notes.append("truncated")
+    if fields["incomplete"]:
+        notes.append("incomplete")
+    if not fields["readable"]:
+        notes.append(f"unreadable: {fields['reason']}")
+    return notes
+
+
+def _report_text(fields: Mapping[str, Any]) -> str:
+    if not fields["ok"]:
+        error: str = fields["error"]
+        path: str = fields["path"]
+        # The message names the file at fault; the line starts with the dump it is about.
+        if not error.startswith(f"{path}:"):
+            error = f"{path}: {error}"
+        if fields["truncated"] and "truncated" not in error:
+            error += " [truncated]"
+        return f"FAIL  {error}"
+    notes = report_notes(fields)
+    # A dump that opened but cannot be trusted whole is a warning, not an "ok".
+    warn = fields["truncated"] or fields["incomplete"] or not fields["readable"]
+    flags = f" [{'; '.join(notes)}]" if notes else ""
+    names = " + ".join(fields["parts"]) if fields["parts"] else fields["path"]
+    return (
+        f"{'warn' if warn else 'ok':<4}  {names}: {fields['format']} "
+        f"{fields['compression'] or '-'} {fields['machine'] or '-'} "
+        f"{fields['osrelease'] or '-'}{flags} panic: {fields['panic'] or '-'}"
+    )
+
+
+def _text(record: Record) -> str:
+    fields = record.fields
+    kind = record.kind
+    if kind == "info":
+        return "\n".join(_info_text(fields))
+    if kind == "symbol":
+        value = fields["value"]
+        return f"{'-' if value is None else f'{value:#018x}':<18} {fields['name']}"
+    if kind == "read":
+        return "\n".join(_hexdump(fields["address"], bytes.fromhex(fields["hex"])))
+    if kind == "log":
+        # ts is a whole number of microseconds (log_record), exactly recovered here.
+        return "\n".join(console_lines(round(fields["ts"] * 1_000_000), fields["text"]))
+    if kind == "report":
+        return _report_text(fields)
+    if kind == "error":
+        return f"kvm-rs: {fields['error']}"
+    if kind == "summary":
+        interrupted = ", interrupted" if fields["interrupted"] else ""
+        return (
+            f"{fields['ok']} ok, {fields['warned']} warn, {fields['failed']} failed"
+            f"{interrupted} ({fields['seconds']:.2f} s)"
+        )
+    raise AssertionError(f"no text for {kind}")
+
+
+def error_record(path: str | None, message: str, reason: str | None = None) -> Record:
+    """What went wrong, and with which core file (`path`)."""
+    return Record.of("error", path=path, error=message, reason=reason)
+
+
+def log_record(entry: LogRecord) -> Record:
+    """A kernel log record, its time in seconds to the microsecond, as the console has it."""
+    return Record.of(
+        "log",
+        seq=entry.seq,
+        ts=(entry.ts_nsec // 1000) / 1_000_000,
+        level=entry.level,
+        caller=entry.caller,
+        text=entry.text,
+    )
+
+
+def render(record: Record, as_json: bool) -> str:
+    """The record as one JSON object (one line), or as the text a person reads."""
+    if as_json:
+        values = {name: _json_value(name, value) for name, value in record.fields.items()}
+        return json.dumps({"kind": record.kind, **values})
+    return _text(record)
+
+
+class Output:
+    """Where records go: stdout, except text-mode errors and summaries (stderr); `quiet`
+    keeps only errors; `verbose` adds notes on stderr. Every line is flushed as it is
+    written, so a pipeline (or a killed run) has every record printed so far."""
+
+    def __init__(self, as_json: bool, quiet: bool = False, verbose: bool = False) -> None:
+        self.as_json = as_json
+        self.quiet = quiet
+        self.verbose = verbose
+
+    def emit(self, record: Record) -> None:
+        if self.quiet and not record.is_error:
+            return
+        to_stderr = not self.as_json and record.kind in ("error", "summary")
+        self._write(sys.stderr if to_stderr else sys.stdout, render(record, self.as_json))
+
+    def note(self, text: str) -> None:
+        """A `-v` line: what was opened, cache hits, timings (stderr, never JSON)."""
+        if self.verbose:
+            self._write(sys.stderr, f"kvm-rs: {text}")
+
+    @staticmethod
+    def _write(stream: TextIO, text: str) -> None:
+        stream.write(text + "\n")
+        stream.flush()

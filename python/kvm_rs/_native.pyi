@@ -4,7 +4,15 @@ from typing import Any, final
 
 from .errors import KvmError
 
-__all__ = ["KVM_NO_FILES", "PATH_MAX", "Handle", "clear_exec_cache", "open_session", "scan"]
+__all__ = [
+    "KVM_NO_FILES",
+    "PATH_MAX",
+    "Handle",
+    "ScanStream",
+    "clear_exec_cache",
+    "open_session",
+    "scan_stream",
+]
 
 KVM_NO_FILES: int
 PATH_MAX: int
@@ -23,6 +31,13 @@ class Handle:
     def dmesg(self) -> list[str]: ...
     def info(self) -> dict[str, Any] | None: ...
 
+@final
+class ScanStream:
+    def __iter__(self) -> ScanStream: ...
+    def __next__(self) -> dict[str, Any]: ...
+    def cancel(self) -> None: ...
+    def close(self) -> None: ...
+
 def open_session(
     execfile: bytes | None,
     corefiles: list[bytes],
@@ -32,11 +47,11 @@ def open_session(
     core_symbols: bool = False,
     vmcoreinfo: bytes | None = None,
 ) -> Handle: ...
-def scan(
+def scan_stream(
     paths: list[bytes],
     execfile: bytes | None,
     threads: int,
     defaults: dict[str, bytes],
     vmcoreinfo: bytes | None = None,
-) -> list[dict[str, Any]]: ...
+) -> ScanStream: ...
 def clear_exec_cache() -> None: ...

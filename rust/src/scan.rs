@@ -201,16 +201,24 @@ fn run_each<J: Sync, R>(
     let next = AtomicUsize::new(0);
     let workers = threads.clamp(1, jobs.len().max(1));
     std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                while let Some(&(_, index)) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    if cancel.is_set() {
-                        break;
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    while let Some(&(_, index)) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        if cancel.is_set() {
+                            break;
+                        }
+                        let Some(job) = jobs.get(index) else { break };
+                        done(index, work(job));
                     }
-                    let Some(job) = jobs.get(index) else { break };
-                    done(index, work(job));
-                }
-            });
+                })
+            })
+            .collect();
+        // Joined one by one, not left to the scope: the scope waits for the work only, a
+        // join for the thread itself, so none outlives the scan (each dump runs under
+        // catch_unwind: a worker has no panic to report).
+        for handle in handles {
+            let _ = handle.join();
         }
     });
 }

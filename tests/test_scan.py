@@ -157,10 +157,12 @@ def test_empty_list() -> None:
 
 def test_broken_files_never_raise(broken: Broken, tmp_path: Path) -> None:
     missing = tmp_path / "no-such-dump"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
     expected = {
         **broken.expected,
         str(missing): f"{missing}: No such file or directory",
-        str(tmp_path): f"{tmp_path}: not a kernel core file",
+        str(fifo): f"{fifo}: not a kernel core file",
     }
     result = kvm_rs.scan(list(expected), threads=2)
     assert len(result) == len(expected)
@@ -168,9 +170,16 @@ def test_broken_files_never_raise(broken: Broken, tmp_path: Path) -> None:
         assert report.path == path
         assert report.ok is False
         assert report.error == message
+        # Only the kdump cut inside its header says so (SPEC 15).
+        assert report.truncated is ("truncated core" in message), message
         assert report.osrelease is None
         assert report.format is None
         assert report.panic is None
+
+
+def test_an_empty_folder_gives_no_reports(tmp_path: Path) -> None:
+    assert kvm_rs.scan([tmp_path]) == []
+    assert list(kvm_rs.scan_iter([tmp_path])) == []
 
 
 def test_report_fields(dump_paths: list[str], broken: Broken) -> None:

@@ -28,7 +28,7 @@ from ._libkvm import (
     write,
 )
 from ._native import KVM_NO_FILES, PATH_MAX, clear_exec_cache
-from ._scan import ScanReport, scan
+from ._scan import ScanReport, scan, scan_iter
 from .errors import KvmError
 
 _POSIX2_LINE_MAX = 2048
@@ -65,5 +65,6 @@ __all__ = [
     "paths",
     "read",
     "scan",
+    "scan_iter",
     "write",
 ]

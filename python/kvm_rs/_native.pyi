@@ -8,10 +8,11 @@ __all__ = [
     "KVM_NO_FILES",
     "PATH_MAX",
     "Handle",
+    "ScanStream",
     "clear_exec_cache",
     "exec_cache_stats",
     "open_session",
-    "scan",
+    "scan_stream",
 ]
 
 KVM_NO_FILES: int
@@ -31,6 +32,13 @@ class Handle:
     def log(self) -> list[tuple[int, int, int, str | None, str]]: ...
     def info(self) -> dict[str, Any] | None: ...
 
+@final
+class ScanStream:
+    def __iter__(self) -> ScanStream: ...
+    def __next__(self) -> dict[str, Any]: ...
+    def cancel(self) -> None: ...
+    def close(self) -> None: ...
+
 def open_session(
     execfile: bytes | None,
     corefiles: list[bytes],
@@ -40,12 +48,12 @@ def open_session(
     core_symbols: bool = False,
     vmcoreinfo: bytes | None = None,
 ) -> Handle: ...
-def scan(
+def scan_stream(
     paths: list[bytes],
     execfile: bytes | None,
     threads: int,
     defaults: dict[str, bytes],
     vmcoreinfo: bytes | None = None,
-) -> list[dict[str, Any]]: ...
+) -> ScanStream: ...
 def clear_exec_cache() -> None: ...
 def exec_cache_stats() -> tuple[int, int]: ...

@@ -373,26 +373,26 @@ def _scan(args: argparse.Namespace, out: Output) -> int:
     started = time.perf_counter()
     counts = {"ok": 0, "warned": 0, "failed": 0}
     interrupted = False
-    reports = scan_iter(
-        args.paths or [DEFAULT_SCAN_DIR],
-        execfile=execfile,
-        threads=args.threads,
-        vmcoreinfo=_vmcoreinfo(args),
-    )
+    try:
+        reports = scan_iter(
+            args.paths or [DEFAULT_SCAN_DIR],
+            execfile=execfile,
+            threads=args.threads,
+            vmcoreinfo=_vmcoreinfo(args),
+        )
+    except KvmError as error:
+        # Nothing can be scanned (the -N file cannot be read): said once, not per dump.
+        out.emit(error_record(args.execfile, error.message))
+        return EXIT_FAILED
     try:
         for report in reports:
-            record = report_record(report)
-            out.emit(record)
+            out.emit(report_record(report))
             if not report.ok:
                 counts["failed"] += 1
             elif report.truncated or report.incomplete or not report.readable:
                 counts["warned"] += 1
             else:
                 counts["ok"] += 1
-    except KvmError as error:
-        # Nothing can be scanned (the -N file cannot be read): said once, not per dump.
-        out.emit(error_record(args.execfile, error.message))
-        return EXIT_FAILED
     except KeyboardInterrupt:
         interrupted = True
     finally:

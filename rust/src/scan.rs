@@ -1,6 +1,10 @@
 //! Validating many dumps at once: each path opened and described in a worker thread (the
-//! GIL is released by the caller), one report per path, in the order given. A dump that
-//! fails to open is a report with the SPEC's message, never an error that stops the batch.
+//! caller runs this detached from Python), one report per dump. A dump that fails to open is
+//! a report with the SPEC's message, never an error that stops the batch; only an exec file
+//! that cannot be loaded at all stops it, before any dump is opened.
+//!
+//! `scan_stream` hands each report to a sink as soon as its dump is done; `scan` collects the
+//! stream in input order.
 
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
@@ -8,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use crate::cancel::Cancel;
+use crate::errors::{CoreFault, Error};
 use crate::kernel::dmesg::Record;
 use crate::session::{DumpFacts, Info, OpenRequest, Session};
 
@@ -28,6 +33,29 @@ pub struct Report {
     pub readable: bool,
     /// Why the dump is not readable (or, with `error`, why it did not open).
     pub reason: Option<String>,
+    /// The file ends early: the dump opened and says so, or its open failed because the
+    /// file ends inside its own headers.
+    pub truncated: bool,
+}
+
+impl Report {
+    fn failed(paths: &[Vec<u8>], error: String, reason: Option<String>, truncated: bool) -> Report {
+        Report {
+            paths: paths.to_vec(),
+            error: Some(error),
+            info: None,
+            facts: None,
+            panic: None,
+            readable: false,
+            reason,
+            truncated,
+        }
+    }
+
+    /// A split part alone (a report that will be described again with its siblings).
+    fn split_part(&self) -> bool {
+        self.info.as_ref().is_some_and(|i| i.pfn_range.is_some())
+    }
 }
 
 /// What the kernel said when it died: the panic line, else the first oops or BUG line.
@@ -116,15 +144,7 @@ fn describe(paths: &[Vec<u8>], template: &OpenRequest) -> Report {
             .map(|s| (*s).to_owned())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "panic".to_owned());
-        Report {
-            paths: paths.to_vec(),
-            error: Some(format!("internal error: {what}")),
-            info: None,
-            facts: None,
-            panic: None,
-            readable: false,
-            reason: None,
-        }
+        Report::failed(paths, format!("internal error: {what}"), None, false)
     })
 }
 
@@ -132,25 +152,30 @@ fn describe_unguarded(paths: &[Vec<u8>], template: &OpenRequest) -> Report {
     let mut request = template.clone();
     request.corefiles = paths.to_vec();
     match Session::open(&request) {
-        Err(error) => Report {
-            paths: paths.to_vec(),
-            reason: error.reason().map(|r| r.text().to_owned()),
-            error: Some(error.to_string()),
-            info: None,
-            facts: None,
-            panic: None,
-            readable: false,
-        },
+        Err(error) => Report::failed(
+            paths,
+            error.to_string(),
+            error.reason().map(|r| r.text().to_owned()),
+            matches!(
+                error,
+                Error::Core {
+                    fault: CoreFault::Truncated(_),
+                    ..
+                }
+            ),
+        ),
         Ok(session) => {
             let readable = check_readable(&session);
             let panic = session
                 .dmesg()
                 .ok()
                 .and_then(|records| panic_message(&records));
+            let info = session.info();
             Report {
                 paths: paths.to_vec(),
                 error: None,
-                info: session.info(),
+                truncated: info.as_ref().is_some_and(|i| i.truncated),
+                info,
                 facts: session.dump_facts(),
                 panic,
                 readable: readable.is_ok(),
@@ -160,44 +185,42 @@ fn describe_unguarded(paths: &[Vec<u8>], template: &OpenRequest) -> Report {
     }
 }
 
-/// Runs `work` over `jobs` in `threads` threads, largest first; results in job order (a
-/// cancelled run returns the jobs done).
-fn run_all<J: Sync, R: Send>(
+/// Runs `work` over `jobs` in `threads` threads, largest first, handing each result to
+/// `done` with its job's index as soon as it is ready. Stops taking jobs once `cancel` is set.
+fn run_each<J: Sync, R>(
     jobs: &[J],
     size: impl Fn(&J) -> u64,
     threads: usize,
     cancel: &Cancel,
     work: impl Fn(&J) -> R + Sync,
-) -> Vec<R> {
+    done: impl Fn(usize, R) + Sync,
+) {
     // Largest files first: one big dump started last would leave the other threads idle.
     let mut order: Vec<(u64, usize)> = jobs.iter().enumerate().map(|(i, j)| (size(j), i)).collect();
     order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     let next = AtomicUsize::new(0);
-    let slots: Mutex<Vec<Option<R>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
     let workers = threads.clamp(1, jobs.len().max(1));
     std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                while let Some(&(_, index)) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    if cancel.is_set() {
-                        break;
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    while let Some(&(_, index)) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        if cancel.is_set() {
+                            break;
+                        }
+                        let Some(job) = jobs.get(index) else { break };
+                        done(index, work(job));
                     }
-                    let Some(job) = jobs.get(index) else { break };
-                    let result = work(job);
-                    let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
-                    if let Some(slot) = slots.get_mut(index) {
-                        *slot = Some(result);
-                    }
-                }
-            });
+                })
+            })
+            .collect();
+        // Joined one by one, not left to the scope: the scope waits for the work only, a
+        // join for the thread itself, so none outlives the scan (each dump runs under
+        // catch_unwind: a worker has no panic to report).
+        for handle in handles {
+            let _ = handle.join();
         }
     });
-    slots
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner)
-        .into_iter()
-        .flatten()
-        .collect()
 }
 
 fn file_size(path: &[u8]) -> u64 {
@@ -205,60 +228,135 @@ fn file_size(path: &[u8]) -> u64 {
         .map_or(0, |m| m.len())
 }
 
-/// One report per dump, in the order of `paths`; the parts of a split dump found among
-/// them are opened together and reported once, where the first of them stands.
+fn total_size(paths: &[Vec<u8>]) -> u64 {
+    paths.iter().map(|f| file_size(f)).sum()
+}
+
+/// A dump's VMCOREINFO as `Info` gives it: the key of a split set.
+type Vmcoreinfo = Vec<(String, String)>;
+
+/// Loads the exec file the template names (none with `core_symbols`) once, before any dump:
+/// one that cannot be loaded at all (missing, unreadable, not a symbol table) is the scan's
+/// error, not every dump's. The exec cache then makes each dump's own load a hit.
+pub fn check_exec(template: &OpenRequest) -> Result<(), Error> {
+    if template.core_symbols {
+        return Ok(());
+    }
+    // `Session::open` loads the exec file before it reads any core file: with none, a loaded
+    // exec file is followed by the empty set's error, and any other error is the exec file's.
+    let probe = OpenRequest {
+        corefiles: Vec::new(),
+        ..template.clone()
+    };
+    let outcome = std::panic::catch_unwind(|| Session::open(&probe).map(drop));
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(Error::Core { path, .. })) if path.is_empty() => Ok(()),
+        Ok(Err(error)) => Err(error),
+        // A panic is the dumps' to report, one by one, as before.
+        Err(_) => Ok(()),
+    }
+}
+
+/// Every dump of `paths` described in `threads` threads, largest first; `sink` gets each
+/// report as soon as it is done, with the index in `paths` of its first file. The parts of a
+/// split dump are held back until every dump is done, then described together (one report,
+/// at the index of the first part found); a part with no sibling among `paths` is reported
+/// alone. Err: the exec file cannot be loaded (before any report), or `cancel` was set (the
+/// reports already handed over stand).
+pub fn scan_stream(
+    paths: &[Vec<u8>],
+    template: &OpenRequest,
+    threads: usize,
+    cancel: &Cancel,
+    sink: impl Fn(usize, Report) + Sync,
+) -> Result<(), Error> {
+    check_exec(template)?;
+    let singles: Vec<Vec<Vec<u8>>> = paths.iter().map(|p| vec![p.clone()]).collect();
+    let held: Mutex<Vec<(usize, Report)>> = Mutex::new(Vec::new());
+    run_each(
+        &singles,
+        |files| total_size(files),
+        threads,
+        cancel,
+        |p| describe(p, template),
+        |index, report| {
+            if report.split_part() {
+                held.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((index, report));
+            } else {
+                sink(index, report);
+            }
+        },
+    );
+    cancel.check()?;
+    let mut held = held.into_inner().unwrap_or_else(PoisonError::into_inner);
+    held.sort_by_key(|(index, _)| *index);
+    // Parts of one dump carry the same VMCOREINFO (it names the boot and the crash time).
+    let mut groups: HashMap<Vmcoreinfo, Vec<(usize, Report)>> = HashMap::new();
+    let mut keys = Vec::new();
+    for (index, report) in held {
+        let key = report
+            .info
+            .as_ref()
+            .map(|i| i.vmcoreinfo.clone())
+            .unwrap_or_default();
+        let group = groups.entry(key.clone()).or_default();
+        if group.is_empty() {
+            keys.push(key);
+        }
+        group.push((index, report));
+    }
+    // (index of the first part, every part's files) per set of two or more parts.
+    let mut sets: Vec<(usize, Vec<Vec<u8>>)> = Vec::new();
+    for key in keys {
+        let Some(group) = groups.remove(&key) else {
+            continue;
+        };
+        if group.len() == 1 {
+            for (index, report) in group {
+                sink(index, report);
+            }
+        } else if let Some(&(first, _)) = group.first() {
+            let files = group.into_iter().flat_map(|(_, r)| r.paths).collect();
+            sets.push((first, files));
+        }
+    }
+    run_each(
+        &sets,
+        |(_, files)| total_size(files),
+        threads,
+        cancel,
+        |(_, files)| describe(files, template),
+        |at, report| {
+            if let Some((first, _)) = sets.get(at) {
+                sink(*first, report);
+            }
+        },
+    );
+    cancel.check()
+}
+
+/// One report per dump, in the order of `paths` (the stream, collected and sorted); the
+/// parts of a split dump found among them are opened together and reported once, where the
+/// first of them stands.
 pub fn scan(
     paths: &[Vec<u8>],
     template: &OpenRequest,
     threads: usize,
     cancel: &Cancel,
-) -> Result<Vec<Report>, crate::errors::Error> {
-    let size = |p: &Vec<Vec<u8>>| p.iter().map(|f| file_size(f)).sum();
-    let singles: Vec<Vec<Vec<u8>>> = paths.iter().map(|p| vec![p.clone()]).collect();
-    let mut reports = run_all(&singles, size, threads, cancel, |p| describe(p, template));
-    cancel.check()?;
-    // Parts of one dump carry the same VMCOREINFO (it names the boot and the crash time).
-    let mut groups: HashMap<Vec<(String, String)>, Vec<usize>> = HashMap::new();
-    for (index, report) in reports.iter().enumerate() {
-        if let Some(info) = report.info.as_ref().filter(|i| i.pfn_range.is_some()) {
-            groups
-                .entry(info.vmcoreinfo.clone())
-                .or_default()
-                .push(index);
-        }
-    }
-    let sets: Vec<Vec<usize>> = groups.into_values().filter(|g| g.len() > 1).collect();
-    if sets.is_empty() {
-        return Ok(reports);
-    }
-    let set_paths: Vec<Vec<Vec<u8>>> = sets
-        .iter()
-        .map(|set| {
-            set.iter()
-                .filter_map(|&i| reports.get(i))
-                .flat_map(|r| r.paths.clone())
-                .collect()
-        })
-        .collect();
-    let mut joined = run_all(&set_paths, size, threads, cancel, |p| describe(p, template));
-    cancel.check()?;
-    let mut absorbed = vec![false; reports.len()];
-    for (set, report) in sets.iter().zip(joined.drain(..)) {
-        let Some((&first, rest)) = set.split_first() else {
-            continue;
-        };
-        if let Some(slot) = reports.get_mut(first) {
-            *slot = report;
-        }
-        for &part in rest {
-            if let Some(flag) = absorbed.get_mut(part) {
-                *flag = true;
-            }
-        }
-    }
-    let mut kept = absorbed.iter();
-    reports.retain(|_| !kept.next().copied().unwrap_or(false));
-    Ok(reports)
+) -> Result<Vec<Report>, Error> {
+    let reports: Mutex<Vec<(usize, Report)>> = Mutex::new(Vec::with_capacity(paths.len()));
+    scan_stream(paths, template, threads, cancel, |index, report| {
+        reports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((index, report));
+    })?;
+    let mut reports = reports.into_inner().unwrap_or_else(PoisonError::into_inner);
+    reports.sort_by_key(|(index, _)| *index);
+    Ok(reports.into_iter().map(|(_, report)| report).collect())
 }
 
 #[cfg(test)]
@@ -273,6 +371,77 @@ mod tests {
             caller: None,
             text: text.into(),
         }
+    }
+
+    fn template(execfile: Option<&[u8]>) -> OpenRequest {
+        OpenRequest {
+            core_symbols: execfile.is_none(),
+            symbols_optional: true,
+            execfile: execfile.map(<[u8]>::to_vec),
+            flags: i64::from(libc::O_RDONLY),
+            ..OpenRequest::default()
+        }
+    }
+
+    #[test]
+    fn an_exec_file_that_cannot_load_stops_the_scan_before_any_dump() {
+        let paths = vec![b"/nonexistent/a".to_vec(), b"/nonexistent/b".to_vec()];
+        let seen = Mutex::new(0);
+        let outcome = scan_stream(
+            &paths,
+            &template(Some(b"/nonexistent/vmlinux")),
+            2,
+            &Cancel::default(),
+            |_, _| *seen.lock().unwrap_or_else(PoisonError::into_inner) += 1,
+        );
+        assert_eq!(
+            outcome.err().map(|e| e.to_string()),
+            Some("/nonexistent/vmlinux: No such file or directory".to_owned())
+        );
+        assert_eq!(*seen.lock().unwrap_or_else(PoisonError::into_inner), 0);
+    }
+
+    #[test]
+    fn every_path_is_streamed_once_with_its_index() {
+        let paths: Vec<Vec<u8>> = (0..5)
+            .map(|i| format!("/nonexistent/{i}").into_bytes())
+            .collect();
+        let seen = Mutex::new(Vec::new());
+        let outcome = scan_stream(&paths, &template(None), 3, &Cancel::default(), |i, r| {
+            seen.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((i, r.paths, r.truncated));
+        });
+        assert!(outcome.is_ok());
+        let mut seen = seen.into_inner().unwrap_or_else(PoisonError::into_inner);
+        seen.sort();
+        let expected: Vec<_> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i, vec![p.clone()], false))
+            .collect();
+        assert_eq!(seen, expected);
+        let collected = scan(&paths, &template(None), 2, &Cancel::default());
+        let firsts: Vec<_> = collected
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.paths)
+            .collect();
+        assert_eq!(
+            firsts,
+            paths.iter().map(|p| vec![p.clone()]).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_cancelled_scan_describes_nothing_more() {
+        let cancel = Cancel::default();
+        cancel.set();
+        let paths = vec![b"/nonexistent/a".to_vec()];
+        let outcome = scan_stream(&paths, &template(None), 1, &cancel, |_, _| {
+            unreachable!("no dump is described after cancel")
+        });
+        assert!(matches!(outcome, Err(Error::Interrupted)));
     }
 
     #[test]

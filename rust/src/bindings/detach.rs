@@ -1,7 +1,7 @@
 //! Every call that does real work (open and validation, index builds, reads of many pages)
 //! goes through `detached`: the GIL is released while the Rust core runs, and its error is
 //! converted once the GIL is back. Microsecond calls stay attached: detaching costs more
-//! than they do. Work that may run for long (scan, dmesg, very large reads) goes through
+//! than they do. Work that may run for long (dmesg, very large reads) goes through
 //! `interruptible`, which also lets Ctrl-C through while it runs.
 
 use std::sync::{Condvar, Mutex, PoisonError};

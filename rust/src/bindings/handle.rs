@@ -167,7 +167,7 @@ impl Handle {
     }
 }
 
-fn info_dict(py: Python<'_>, info: Info) -> PyResult<Bound<'_, PyDict>> {
+pub(super) fn info_dict(py: Python<'_>, info: Info) -> PyResult<Bound<'_, PyDict>> {
     let dict = PyDict::new(py);
     dict.set_item("format", info.format)?;
     dict.set_item("compression", info.compression)?;
@@ -196,62 +196,9 @@ fn info_dict(py: Python<'_>, info: Info) -> PyResult<Bound<'_, PyDict>> {
 #[derive(FromPyObject)]
 #[pyo3(from_item_all)]
 pub struct Defaults {
-    path_ksyms: Vec<u8>,
-    path_unix: Vec<u8>,
-    path_devmem: Vec<u8>,
-}
-
-/// `kvm_rs.scan`: opens every path in `threads` worker threads, detached; one dict per
-/// dump (the parts of a split dump together).
-#[pyfunction]
-#[pyo3(signature = (paths, execfile, threads, defaults, vmcoreinfo=None))]
-pub fn scan<'py>(
-    py: Python<'py>,
-    paths: Vec<Vec<u8>>,
-    execfile: Option<Vec<u8>>,
-    threads: usize,
-    defaults: Defaults,
-    vmcoreinfo: Option<Vec<u8>>,
-) -> PyResult<Vec<Bound<'py, PyDict>>> {
-    let template = OpenRequest {
-        core_symbols: execfile.is_none(),
-        symbols_optional: true,
-        execfile,
-        corefiles: Vec::new(),
-        swapfile: None,
-        flags: i64::from(libc::O_RDONLY),
-        path_ksyms: defaults.path_ksyms,
-        path_unix: defaults.path_unix,
-        path_devmem: defaults.path_devmem,
-        vmcoreinfo,
-    };
-    let reports = interruptible(py, |cancel| {
-        crate::scan::scan(&paths, &template, threads, cancel)
-    })?;
-    reports
-        .into_iter()
-        .map(|report| {
-            let dict = match report.info {
-                Some(info) => info_dict(py, info)?,
-                None => PyDict::new(py),
-            };
-            let first = report.paths.first().cloned().unwrap_or_default();
-            dict.set_item("path", PyBytes::new(py, &first))?;
-            let parts: Vec<Bound<'py, PyBytes>> =
-                report.paths.iter().map(|p| PyBytes::new(py, p)).collect();
-            dict.set_item("parts", parts)?;
-            dict.set_item("ok", report.error.is_none())?;
-            dict.set_item("error", report.error)?;
-            dict.set_item("readable", report.readable)?;
-            dict.set_item("reason", report.reason)?;
-            let facts = report.facts;
-            dict.set_item("crash_time", facts.as_ref().and_then(|f| f.crash_time))?;
-            dict.set_item("dump_level", facts.as_ref().and_then(|f| f.dump_level))?;
-            dict.set_item("dumped_pages", facts.as_ref().and_then(|f| f.dumped_pages))?;
-            dict.set_item("panic", report.panic)?;
-            Ok(dict)
-        })
-        .collect()
+    pub(super) path_ksyms: Vec<u8>,
+    pub(super) path_unix: Vec<u8>,
+    pub(super) path_devmem: Vec<u8>,
 }
 
 #[allow(clippy::too_many_arguments)]

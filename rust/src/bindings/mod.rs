@@ -3,6 +3,7 @@
 mod detach;
 mod errors;
 mod handle;
+mod scan;
 
 use pyo3::prelude::*;
 
@@ -23,7 +24,8 @@ fn exec_cache_stats() -> (u64, u64) {
 fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<handle::Handle>()?;
     module.add_function(wrap_pyfunction!(handle::open_session, module)?)?;
-    module.add_function(wrap_pyfunction!(handle::scan, module)?)?;
+    module.add_class::<scan::ScanStream>()?;
+    module.add_function(wrap_pyfunction!(scan::scan_stream, module)?)?;
     module.add_function(wrap_pyfunction!(clear_exec_cache, module)?)?;
     module.add_function(wrap_pyfunction!(exec_cache_stats, module)?)?;
     module.add("KVM_NO_FILES", crate::session::KVM_NO_FILES)?;

@@ -101,6 +101,7 @@ def crash(corpus: Corpus, tmp_path: Path) -> Iterator[CrashTree]:
     (tools / "dump.202401011200").symlink_to(zlib)
     text(tools / "dmesg.202401011200", "[    2.000000] sysrq: Trigger a crash\n")
     (tools / "up").symlink_to("..")  # a loop back to the root: not walked again
+    (tools / "kexec-dmesg.log").write_bytes(b"")  # a companion left empty: still not a dump
     empty = root / "202401021300"
     empty.mkdir()
     (empty / "dump.202401021300").write_bytes(b"")

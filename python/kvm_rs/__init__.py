@@ -7,8 +7,6 @@ raising `KvmError`.
 
 from __future__ import annotations
 
-from importlib import metadata
-
 from . import paths
 from ._handle import CORE_SYMBOLS, Kvm, KvmInfo, LogRecord
 from ._libkvm import (
@@ -33,10 +31,19 @@ from .errors import KvmError
 
 _POSIX2_LINE_MAX = 2048
 
-try:
-    __version__ = metadata.version("kvm-rs")
-except metadata.PackageNotFoundError:  # imported from a source tree, not installed
-    __version__ = "0+unknown"
+
+
+def __getattr__(name: str) -> str:
+    """`__version__`, from the package metadata on first use (reading it costs a tenth of
+    the import: a one-shot CLI call should not pay it)."""
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import metadata
+
+    try:
+        return metadata.version("kvm-rs")
+    except metadata.PackageNotFoundError:  # imported from a source tree, not installed
+        return "0+unknown"
 
 __all__ = [
     "CORE_SYMBOLS",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, fields
@@ -79,6 +80,12 @@ def _is_text(path: str) -> bool:
         return False
 
 
+#: The text files kdump-tools (dmesg.<ts>, kexec_cmd) and kdump-utils (vmcore-dmesg.txt,
+#: kexec-dmesg.log) write beside a dump: one left empty (the log could not be saved) is
+#: still not a dump.
+_COMPANION = re.compile(r"(dmesg.*|.*\.(txt|log)|kexec_cmd)")
+
+
 def _unreadable(path: str, error: OSError) -> ScanReport:
     """The report of a path the walk cannot read: the OS's reason, as libkvm words it."""
     reason = error.strerror or str(error)
@@ -112,6 +119,8 @@ def _walk(folder: str, seen: set[tuple[int, int]], out: list[_Entry]) -> None:
         if stat.S_ISDIR(status.st_mode):
             _walk(path, seen, out)
         elif stat.S_ISREG(status.st_mode):
+            if status.st_size == 0 and _COMPANION.fullmatch(name):
+                continue
             try:
                 if _sniff_text(path):
                     continue
@@ -195,13 +204,11 @@ def _follow(
                 yield at, entry
         for raw in stream:
             yield positions[raw["index"]], _report(raw)
-    except GeneratorExit:
-        # Closed early: the dumps not started are cancelled, the thread joined.
-        stream.close()
-        raise
     except BaseException:
-        # Ctrl-C (or an error): cancel, and never wait here for the dumps in flight.
-        stream.cancel()
+        # Closed early, Ctrl-C or an error: the dumps not started are cancelled and those in
+        # flight (milliseconds each; another Ctrl-C stops the wait) finish, so that the
+        # caller goes on with their files closed and their memory back.
+        stream.close()
         raise
 
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
-from . import __version__, _native, paths
+from . import _native, paths
 from ._handle import CORE_SYMBOLS, Kvm, _CoreSymbols
 from ._output import Output, Record, error_record, log_record
 from ._scan import ScanReport, scan_iter
@@ -58,6 +58,19 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: {message} (see {self.prog} --help)\n")
         raise SystemExit(EXIT_USAGE)
+
+
+class _Version(argparse.Action):
+    """--version: read from the package metadata only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from . import __version__
+
+        sys.stdout.write(f"kvm-rs {__version__}\n")
+        parser.exit()
 
 
 def _path(text: str) -> str:
@@ -154,7 +167,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"kvm-rs {__version__}")
+    parser.add_argument("--version", action=_Version, help="the version, and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, summary: str) -> argparse.ArgumentParser:

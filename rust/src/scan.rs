@@ -134,9 +134,9 @@ fn check_readable(session: &Session) -> Result<(), String> {
 }
 
 /// One dump's report; a panic in the library becomes that dump's report, never the batch's.
-fn describe(paths: &[Vec<u8>], template: &OpenRequest) -> Report {
+fn describe(paths: &[Vec<u8>], template: &OpenRequest, cancel: &Cancel) -> Report {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        describe_unguarded(paths, template)
+        describe_unguarded(paths, template, cancel)
     }))
     .unwrap_or_else(|payload| {
         let what = payload
@@ -148,10 +148,10 @@ fn describe(paths: &[Vec<u8>], template: &OpenRequest) -> Report {
     })
 }
 
-fn describe_unguarded(paths: &[Vec<u8>], template: &OpenRequest) -> Report {
+fn describe_unguarded(paths: &[Vec<u8>], template: &OpenRequest, cancel: &Cancel) -> Report {
     let mut request = template.clone();
     request.corefiles = paths.to_vec();
-    match Session::open(&request) {
+    match Session::open_with(&request, cancel) {
         Err(error) => Report::failed(
             paths,
             error.to_string(),
@@ -279,7 +279,7 @@ pub fn scan_stream(
         |files| total_size(files),
         threads,
         cancel,
-        |p| describe(p, template),
+        |p| describe(p, template, cancel),
         |index, report| {
             if report.split_part() {
                 held.lock()
@@ -328,7 +328,7 @@ pub fn scan_stream(
         |(_, files)| total_size(files),
         threads,
         cancel,
-        |(_, files)| describe(files, template),
+        |(_, files)| describe(files, template, cancel),
         |at, report| {
             if let Some((first, _)) = sets.get(at) {
                 sink(*first, report);

@@ -108,12 +108,6 @@ impl ScanStream {
         }
     }
 
-    /// Cancels the scan without waiting: the dumps being described finish on their own,
-    /// and their reports are dropped with the stream.
-    fn cancel(&self) {
-        self.cancel.set();
-    }
-
     /// Cancels the scan and waits for its thread (a dump being described finishes first),
     /// detached, looking for signals every 50 ms. The reports not yet taken are dropped.
     fn close(&self, py: Python<'_>) -> PyResult<()> {

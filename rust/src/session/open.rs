@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use super::{Session, Symbols};
+use crate::cancel::{Cancel, NEVER};
 use crate::errors::{CoreFault, Error, Result, SymbolFault};
 use crate::formats::vmcoreinfo::{VmcoreInfo, MAX_VMCOREINFO};
 use crate::formats::{self, Core, Origin, VmcoreinfoSource};
@@ -30,6 +31,8 @@ const MAX_PROCFS_EXEC: u64 = 1 << 30;
 const VMCOREINFO_START: &[u8] = b"OSRELEASE=";
 /// The step of the VMCOREINFO search: the page is page-aligned for any kernel page size.
 const SEARCH_STEP: u64 = 4096;
+/// The VMCOREINFO search looks at its cancel flag once per this many pages (64 MiB).
+const CANCEL_EVERY: u64 = 16384;
 
 /// What `kvm_open` was asked for, with the default paths already read by the caller.
 #[derive(Debug, Clone, Default)]
@@ -142,6 +145,12 @@ fn medium_of(path: &[u8], opened: &OpenedCore, access: i32) -> Result<Arc<dyn Me
 impl Session {
     /// `kvm_openfiles`: every step of SPEC §2 in order.
     pub fn open(req: &OpenRequest) -> Result<Session> {
+        Session::open_with(req, &NEVER)
+    }
+
+    /// `open`, stopping with `Error::Interrupted` once `cancel` is set (the one long step
+    /// of an open is the search of a dump's memory for VMCOREINFO).
+    pub fn open_with(req: &OpenRequest, cancel: &Cancel) -> Result<Session> {
         if req.flags & KVM_NO_FILES != 0 || req.flags < 0 {
             return Ok(Session::no_files());
         }
@@ -187,7 +196,7 @@ impl Session {
                 formats::open_split(media)?
             }
         };
-        settle_vmcoreinfo(&mut core, req.vmcoreinfo.as_deref());
+        settle_vmcoreinfo(&mut core, req.vmcoreinfo.as_deref(), cancel)?;
         if req.core_symbols
             && !req.symbols_optional
             && kallsyms::Tables::from_vmcoreinfo(&core.vmcoreinfo).is_none()
@@ -213,7 +222,7 @@ impl Session {
     /// targets and tests): steps 8 and 9 only. Without `exec`, the dump's own kallsyms
     /// tables are the symbols where VMCOREINFO names them.
     pub fn from_core(exec: Option<Arc<ExecFile>>, mut core: Core, name: &[u8]) -> Result<Session> {
-        settle_vmcoreinfo(&mut core, None);
+        settle_vmcoreinfo(&mut core, None, &NEVER)?;
         let symbols = symbols_of(exec, &core);
         Session::assemble(symbols, core, name.to_vec(), libc::O_RDONLY, None, None)
     }
@@ -274,25 +283,29 @@ fn symbols_of(exec: Option<Arc<ExecFile>>, core: &Core) -> Symbols {
 
 /// VMCOREINFO as given, else as the dump carries it, else the kernel's own page found in
 /// the dump's memory (QEMU without `-device vmcoreinfo` writes no note).
-fn settle_vmcoreinfo(core: &mut Core, given: Option<&[u8]>) {
+fn settle_vmcoreinfo(core: &mut Core, given: Option<&[u8]>, cancel: &Cancel) -> Result<()> {
     if let Some(text) = given {
         core.set_vmcoreinfo(VmcoreInfo::parse(text), VmcoreinfoSource::Given);
-        return;
+        return Ok(());
     }
     if core.vmcoreinfo.is_empty() {
-        if let Some(found) = search_vmcoreinfo(core) {
+        if let Some(found) = search_vmcoreinfo(core, cancel)? {
             core.set_vmcoreinfo(found, VmcoreinfoSource::Memory);
         }
     }
+    Ok(())
 }
 
 /// The first page-aligned physical page that starts with `OSRELEASE=` and reads as
 /// VMCOREINFO. Bounded by the physical memory the dump holds, 16 bytes a page.
-fn search_vmcoreinfo(core: &Core) -> Option<VmcoreInfo> {
+fn search_vmcoreinfo(core: &Core, cancel: &Cancel) -> Result<Option<VmcoreInfo>> {
     let mut head = [0u8; 16];
     for (start, end) in core.body.physical_ranges() {
         let mut page = start.div_ceil(SEARCH_STEP).saturating_mul(SEARCH_STEP);
         while page < end {
+            if (page / SEARCH_STEP) % CANCEL_EVERY == 0 {
+                cancel.check()?;
+            }
             if core.read_phys(page, &mut head).is_ok() && head.starts_with(VMCOREINFO_START) {
                 // The page is the kernel's page (up to 64 KiB), zeroed after the text.
                 let mut text = vec![0u8; MAX_VMCOREINFO.min(64 << 10)];
@@ -302,13 +315,13 @@ fn search_vmcoreinfo(core: &Core) -> Option<VmcoreInfo> {
                 };
                 let info = VmcoreInfo::parse(text.get(..got).unwrap_or(&[]));
                 if info.osrelease().is_some() && info.page_size().is_some() {
-                    return Some(info);
+                    return Ok(Some(info));
                 }
             }
             page = page.saturating_add(SEARCH_STEP);
         }
     }
-    None
+    Ok(None)
 }
 
 /// Step 7: the exec file, or `_PATH_KSYMS` if it exists, else `_PATH_UNIX`; validated,

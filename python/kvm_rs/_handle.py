@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ CorePaths = Union[StrPath, Sequence[StrPath]]
 VmcoreinfoText = Union[str, bytes]
 
 _T = TypeVar("_T")
+
+#: Kernel addresses are unsigned 64-bit: 0 <= addr < 2**64.
+_ADDRESS_SPACE = 1 << 64
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,56 @@ def _native_flags(flags: int) -> int:
     if flags < 0 or flags & _native.KVM_NO_FILES:
         return _native.KVM_NO_FILES
     return 0x7FFF_FFFF
+
+
+def _integer(value: Any, name: str) -> int:
+    """`value` as an int (anything with __index__); anything else is a TypeError."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be int, not {type(value).__name__}") from None
+
+
+def _outside_address_space(op: str, addr: int, what: str = "address") -> str | None:
+    """Why `addr` is no 64-bit address (the message), or None when it is one."""
+    if 0 <= addr < _ADDRESS_SPACE:
+        return None
+    return f"{op}: {what} {addr:#x} is outside the 64-bit address space"
+
+
+def _check_read_args(op: str, what: str, addr: Any, size: Any) -> None:
+    """The Pythonic layer's checks of a read's arguments: TypeError for a value that is no
+    integer, ValueError for an address outside the 64-bit space or an impossible size."""
+    message = _outside_address_space(op, _integer(addr, "addr"), what)
+    if message is not None:
+        raise ValueError(message)
+    length = _integer(size, "size")
+    if length < 0:
+        raise ValueError(f"{op}: size {length} is negative")
+    if length >= _ADDRESS_SPACE:
+        raise ValueError(f"{op}: size {length} is too large (at most 2**64 - 1 bytes)")
+
+
+def _bytes_of(data: Any) -> bytes:
+    """A copy of a bytes-like object; anything else (an int, a str, a list) is a TypeError."""
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(
+            f"data must be a bytes-like object (bytes, bytearray, memoryview), "
+            f"not {type(data).__name__}"
+        ) from None
+    return view.tobytes()
+
+
+def _check_names(names: object, what: str, entry: str = "{!r}") -> None:
+    """A str or bytes where a sequence of names belongs is a TypeError, not one name per
+    character; `entry` shows how to wrap one name."""
+    if isinstance(names, (str, bytes, bytearray)):
+        one = entry.format(names)
+        raise TypeError(
+            f"{what} must be a sequence, not {type(names).__name__} (for one name, pass [{one}])"
+        )
 
 
 class _CoreSymbols:
@@ -252,7 +306,9 @@ class Kvm:
         return self._info
 
     def nlist(self, names: Iterable[str]) -> dict[str, int]:
-        """Runtime values of the names found (absent names are left out)."""
+        """Runtime values of the names found (absent names are left out). `names` is a
+        sequence of str or bytes: a single str is a TypeError."""
+        _check_names(names, "names")
         wanted = list(names)
         found = self._nlist_raw([os.fsencode(name) for name in wanted])
         return {name: hit[1] for name, hit in zip(wanted, found) if hit is not None}
@@ -267,8 +323,10 @@ class Kvm:
         except KvmError as raised:
             self._record(raised)
             raise
-        except OverflowError:
-            raise ValueError(f"read of {size} bytes at {addr:#x}: out of range") from None
+        except (OverflowError, TypeError):
+            # Only a failed call pays for the diagnosis.
+            _check_read_args("kvm_read", "address", addr, size)
+            raise
         if error is not None:
             self._record(error)
             if data:
@@ -279,12 +337,8 @@ class Kvm:
     def read_physical(self, paddr: int, size: int) -> bytes:
         """`size` bytes of physical memory at `paddr`, with no address translation (any
         machine); raises KvmError as `read` does (`.address` is then physical)."""
-        if size < 0:
-            raise ValueError("size must not be negative")
-        try:
-            data, error = self._call(self._session.read_physical, paddr, size)
-        except OverflowError:
-            raise ValueError(f"read of {size} bytes at {paddr:#x}: out of range") from None
+        _check_read_args("kvm_read", "physical address", paddr, size)
+        data, error = self._call(self._session.read_physical, paddr, size)
         if error is not None:
             self._record(error)
             if data:
@@ -293,9 +347,17 @@ class Kvm:
         result: bytes = data
         return result
 
+    def _c_address(self, op: str, addr: Any) -> int | None:
+        """For the C-style calls: `addr` as an int (TypeError if it is no integer), or None
+        once the handle's error text says why it is no 64-bit address."""
+        value = _integer(addr, "addr")
+        message = _outside_address_space(op, value)
+        if message is None:
+            return value
+        self._record(KvmError(message))
+        return None
+
     def _read_raw(self, addr: int, size: int) -> tuple[bytes, KvmError | None]:
-        if size < 0:
-            raise ValueError("size must not be negative")
         data, error = self._call(self._session.read, addr, size)
         if error is not None:
             self._record(error)
@@ -303,8 +365,14 @@ class Kvm:
 
     def write(self, addr: int, data: bytes) -> int:
         """Writes `data` at kernel virtual address `addr` into the core file (uncompressed
-        dumps opened O_RDWR or O_WRONLY); returns the bytes written."""
-        written: int = self._call(self._session.write, addr, bytes(data))
+        dumps opened O_RDWR or O_WRONLY); returns the bytes written. `data` is bytes-like
+        (TypeError otherwise); an address outside the 64-bit space is a ValueError."""
+        payload = _bytes_of(data)
+        address = _integer(addr, "addr")
+        message = _outside_address_space("kvm_write", address)
+        if message is not None:
+            raise ValueError(message)
+        written: int = self._call(self._session.write, address, payload)
         return written
 
     def dmesg(self) -> list[str]:

@@ -7,7 +7,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _conventions
-from ._handle import CorePaths, Kvm, StrPath, VmcoreinfoText, _CoreSymbols, _open_native
+from ._handle import (
+    CorePaths,
+    Kvm,
+    StrPath,
+    VmcoreinfoText,
+    _bytes_of,
+    _check_names,
+    _CoreSymbols,
+    _open_native,
+)
 from .errors import KvmError
 
 N_UNDF = 0x00
@@ -87,9 +96,13 @@ def geterr(kd: Kvm | None) -> str:
 
 def nlist(kd: Kvm, nl: Sequence[Nlist]) -> int:
     """kvm_nlist(3): fills each entry up to the first with no name; returns how many of
-    those were not found, or -1 (`bad namelist`) when the handle has no symbol table."""
+    those were not found, or -1 (`bad namelist`) when the handle has no symbol table.
+    `nl` is a sequence of Nlist: a str, or an entry without `n_name`, is a TypeError."""
+    _check_names(nl, "nl", "kvm_rs.Nlist({!r})")
     entries: list[Nlist] = []
     for entry in nl:
+        if not hasattr(entry, "n_name"):
+            raise TypeError(f"nl must hold Nlist entries, not {type(entry).__name__}")
         if not entry.n_name:
             break
         entries.append(entry)
@@ -113,12 +126,16 @@ def nlist(kd: Kvm, nl: Sequence[Nlist]) -> int:
 def read(kd: Kvm, addr: int, buf: Any) -> int:
     """kvm_read(3): fills `buf` (a writable buffer) from kernel virtual address `addr`.
     Returns the bytes copied, or -1 (an address the dump does not hold, even after some
-    bytes were copied); a truncated dump gives the bytes before its end and `short read`."""
+    bytes were copied); a truncated dump gives the bytes before its end and `short read`.
+    An address outside the 64-bit space: -1, and the error text says so."""
     view = memoryview(buf).cast("B")
     if view.readonly:
         raise TypeError("buf must be a writable buffer")
+    address = kd._c_address("kvm_read", addr)
+    if address is None:
+        return -1
     try:
-        data, error = kd._read_raw(addr, len(view))
+        data, error = kd._read_raw(address, len(view))
     except KvmError:
         return -1
     view[: len(data)] = data
@@ -128,8 +145,13 @@ def read(kd: Kvm, addr: int, buf: Any) -> int:
 
 
 def write(kd: Kvm, addr: int, data: Any) -> int:
-    """kvm_write(3): writes `data` at `addr` into the core file; bytes written, or -1."""
+    """kvm_write(3): writes `data` (bytes-like; TypeError otherwise) at `addr` into the core
+    file; bytes written, or -1 (an address outside the 64-bit space included)."""
+    payload = _bytes_of(data)
+    address = kd._c_address("kvm_write", addr)
+    if address is None:
+        return -1
     try:
-        return kd.write(addr, bytes(data))
+        return kd.write(address, payload)
     except KvmError:
         return -1

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import array
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +234,61 @@ def test_huge_size_is_a_bounded_short_read(kd: kvm_rs.Kvm, size: int) -> None:
         kd.read_physical(0, size)
     assert raised.value.partial == b"\xaa" * 4096
     assert raised.value.address == 4096
+
+
+# -- KVM_RS_PAGE_CACHE, read at open -------------------------------------------------------------
+
+OPEN_IN_CHILD = """
+import sys, kvm_rs
+try:
+    kvm_rs.Kvm(sys.argv[1], sys.argv[2]).close()
+except kvm_rs.KvmError as error:
+    print(f"{type(error).__name__}|{error.errno}|{error}")
+else:
+    print("opened")
+errbuf = bytearray(256)
+if kvm_rs.openfiles(sys.argv[1], sys.argv[2], errbuf=errbuf) is None:
+    print(bytes(errbuf).split(b"\\0")[0].decode())
+"""
+
+
+def open_with_page_cache(value: str | None, execfile: Path, corefile: Path) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k != "KVM_RS_PAGE_CACHE"}
+    if value is not None:
+        env["KVM_RS_PAGE_CACHE"] = value
+    run = subprocess.run(
+        [sys.executable, "-c", OPEN_IN_CHILD, str(execfile), str(corefile)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    return run.stdout.splitlines()
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1048577", "12 pages", "0x40", "1e3"])
+def test_page_cache_setting_that_is_no_page_count(
+    value: str, synthetic_map: Path, synthetic_core: Path
+) -> None:
+    message = f"KVM_RS_PAGE_CACHE={value}: not a number of pages (0 to 1048576)"
+    lines = open_with_page_cache(value, synthetic_map, synthetic_core)
+    assert lines == [f"KvmError|None|{message}", message]
+
+
+@pytest.mark.parametrize("value", [None, "", "0", " 16 ", "1048576"])
+def test_page_cache_settings_that_open(
+    value: str | None, synthetic_map: Path, synthetic_core: Path
+) -> None:
+    assert open_with_page_cache(value, synthetic_map, synthetic_core) == ["opened"]
+
+
+def test_page_cache_setting_is_checked_for_every_format(corpus: Any) -> None:
+    kdump = corpus.dump("boot-nokaslr.mdf-d31-zlib.kdump")
+    assert open_with_page_cache("4", corpus.system_map, kdump) == ["opened"]
+    message = "KVM_RS_PAGE_CACHE=lots: not a number of pages (0 to 1048576)"
+    assert open_with_page_cache("lots", corpus.system_map, kdump) == [
+        f"KvmError|None|{message}",
+        message,
+    ]

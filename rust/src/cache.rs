@@ -3,16 +3,44 @@
 //! the bookkeeping to one map and one queue under one short-held lock.
 
 use std::collections::{HashMap, VecDeque};
+use std::ffi::OsStr;
 use std::sync::{Arc, Mutex, PoisonError};
 
-pub const DEFAULT_PAGES: usize = 64;
+use crate::errors::Error;
 
-/// The cache size of new handles: `KVM_RS_PAGE_CACHE` (pages; 0 disables), else 64.
+pub const DEFAULT_PAGES: usize = 64;
+/// The most pages `KVM_RS_PAGE_CACHE` may ask for (4 GiB of 4 KiB pages): a larger value
+/// is a typo, not a cache.
+pub const MAX_PAGES: usize = 1 << 20;
+const VARIABLE: &str = "KVM_RS_PAGE_CACHE";
+
+/// The cache size of new handles: `KVM_RS_PAGE_CACHE` (pages, 0 disables it), else 64 when
+/// it is unset or empty. Any other value is an error: open refuses it (`Session::open`).
+pub fn setting() -> Result<usize, Error> {
+    parse(std::env::var_os(VARIABLE).as_deref())
+}
+
+/// `setting()`, for a format that opens after the session checked it.
 pub fn configured_pages() -> usize {
-    std::env::var("KVM_RS_PAGE_CACHE")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(DEFAULT_PAGES)
+    setting().unwrap_or(DEFAULT_PAGES)
+}
+
+fn parse(value: Option<&OsStr>) -> Result<usize, Error> {
+    let Some(raw) = value else {
+        return Ok(DEFAULT_PAGES);
+    };
+    let text = raw.to_string_lossy();
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Ok(DEFAULT_PAGES);
+    }
+    match trimmed.parse::<usize>() {
+        Ok(pages) if pages <= MAX_PAGES => Ok(pages),
+        _ => Err(Error::PageCacheSetting {
+            value: text.into_owned(),
+            max: MAX_PAGES,
+        }),
+    }
 }
 
 pub struct PageCache {
@@ -69,6 +97,22 @@ impl PageCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn setting_is_a_bounded_page_count() {
+        let parsed = |text: &str| parse(Some(OsStr::new(text)));
+        assert_eq!(parse(None), Ok(DEFAULT_PAGES));
+        assert_eq!(parsed(""), Ok(DEFAULT_PAGES));
+        assert_eq!(parsed(" 0 "), Ok(0));
+        assert_eq!(parsed("1048576"), Ok(MAX_PAGES));
+        for bad in ["abc", "-1", "1048577", "1e3", "99999999999999999999999"] {
+            let error = parsed(bad).unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!("KVM_RS_PAGE_CACHE={bad}: not a number of pages (0 to 1048576)")
+            );
+        }
+    }
 
     #[test]
     fn bounded_fifo() {

@@ -99,6 +99,11 @@ pub enum Error {
     NotMemoryDevice {
         path: PathName,
     },
+    /// `KVM_RS_PAGE_CACHE` holds `value`, which is not a page count in `0..=max`.
+    PageCacheSetting {
+        value: String,
+        max: usize,
+    },
     Core {
         path: PathName,
         fault: CoreFault,
@@ -243,6 +248,12 @@ impl Error {
             Error::Os { path, errno } => named(path, format_args!(": {}", strerror(*errno))),
             Error::NotMemoryDevice { path } => {
                 named(path, format_args!(": not physical memory device"))
+            }
+            Error::PageCacheSetting { value, max } => {
+                let _ = write!(
+                    out,
+                    "KVM_RS_PAGE_CACHE={value}: not a number of pages (0 to {max})"
+                );
             }
             Error::Core { path, fault } => named(path, format_args!(": {fault}")),
             Error::Symbols { path, fault } => named(path, format_args!(": {fault}")),

@@ -161,6 +161,8 @@ impl Session {
             Ok(f @ (libc::O_RDONLY | libc::O_WRONLY | libc::O_RDWR)) => f,
             _ => return Err(Error::BadFlags),
         };
+        // The environment's settings, before any file is opened.
+        crate::cache::setting()?;
         let core_name = req.core_name().to_vec();
         let mut opened = Vec::with_capacity(req.corefiles.len());
         for path in &req.corefiles {

@@ -71,6 +71,18 @@ def test_c_nlist_of_names_not_entries_is_a_type_error(kd: kvm_rs.Kvm) -> None:
     assert entry.n_value != 0
 
 
+# -- open: a split dump's parts ----------------------------------------------------------------
+
+
+def test_none_as_a_part_is_a_type_error(synthetic_map: Path, synthetic_core: Path) -> None:
+    for parts in ([synthetic_core, None], [None]):
+        with pytest.raises(TypeError) as raised:
+            kvm_rs.Kvm(synthetic_map, parts)
+        assert str(raised.value) == "corefile part must be str, bytes or os.PathLike, not NoneType"
+    with pytest.raises(ValueError, match=r"^corefile: an empty sequence of parts$"):
+        kvm_rs.Kvm(synthetic_map, [])
+
+
 # -- write: data must be bytes-like ---------------------------------------------------------------
 
 

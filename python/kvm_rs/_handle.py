@@ -78,6 +78,14 @@ def _fspath(value: StrPath | None, what: str) -> bytes | None:
     return os.fsencode(value)
 
 
+def _part_path(part: StrPath) -> bytes:
+    """One part of a split dump: None is a wrong type here, not an empty name."""
+    path = _fspath(part, "corefile part")
+    if path is None:
+        raise TypeError("corefile part must be str, bytes or os.PathLike, not NoneType")
+    return path
+
+
 def _core_paths(value: CorePaths | None) -> list[bytes]:
     """One core file, or a sequence of split parts; the default core file for None."""
     if value is None:
@@ -87,7 +95,7 @@ def _core_paths(value: CorePaths | None) -> list[bytes]:
     if isinstance(value, Sequence):
         # bytes is a Sequence too, of ints: it was taken above.
         sequence = cast("Sequence[StrPath]", value)
-        parts = [_fspath(part, "corefile part") or b"" for part in sequence]
+        parts = [_part_path(part) for part in sequence]
         if not parts:
             raise ValueError("corefile: an empty sequence of parts")
         return parts

@@ -204,6 +204,28 @@ def test_scan_help_states_the_symbol_default() -> None:
     assert "each dump's own kallsyms" in " ".join(result.stdout.split())
 
 
+# -- core files that are not dumps -----------------------------------------------------------
+
+
+def test_a_folder_as_core_file_says_what_to_do(tmp_path: Path) -> None:
+    """SPEC 2 keeps libkvm's words ("not a kernel core file"); the CLI adds what to do."""
+    result = run("info", "-M", tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"kvm-rs: {tmp_path}: not a kernel core file",
+        f"kvm-rs: {tmp_path} is a folder: give a dump in it with -M, "
+        f"or run: kvm-rs scan {tmp_path}",
+    ]
+
+
+def test_a_character_device_as_core_file_says_what_to_do() -> None:
+    result = run("info", "-M", "/dev/null")
+    assert result.returncode == 1
+    first, hint = result.stderr.splitlines()
+    assert first == "kvm-rs: /dev/null: not physical memory device"
+    assert hint.startswith("kvm-rs: /dev/null is a character device; of those only /dev/mem")
+
+
 # -- nlist and read messages ---------------------------------------------------------------
 
 

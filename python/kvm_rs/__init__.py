@@ -32,7 +32,6 @@ from .errors import KvmError
 _POSIX2_LINE_MAX = 2048
 
 
-
 def __getattr__(name: str) -> str:
     """`__version__`, from the package metadata on first use (reading it costs a tenth of
     the import: a one-shot CLI call should not pay it)."""
@@ -44,6 +43,7 @@ def __getattr__(name: str) -> str:
         return metadata.version("kvm-rs")
     except metadata.PackageNotFoundError:  # imported from a source tree, not installed
         return "0+unknown"
+
 
 __all__ = [
     "CORE_SYMBOLS",

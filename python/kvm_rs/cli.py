@@ -284,9 +284,7 @@ def _error(args: argparse.Namespace, error: KvmError) -> Record:
 def _hint(args: argparse.Namespace, error: KvmError) -> str | None:
     """What the user can do about an error, where the message alone does not say."""
     if args.corefile:
-        if args.execfile is None and "no kallsyms tables" in error.message:
-            return "name the kernel's System.map or vmlinux with -N"
-        return None
+        return _core_hint(args, error)
     if not os.path.exists(paths._PATH_MEM):
         return (
             f"{paths._PATH_MEM} does not exist: the kernel lacks CONFIG_PROC_KCORE, "
@@ -294,6 +292,23 @@ def _hint(args: argparse.Namespace, error: KvmError) -> str | None:
         )
     if error.errno in (1, 13) and os.geteuid() != 0:
         return f"reading {paths._PATH_MEM} needs root (CAP_SYS_RAWIO): run as root, or give -M"
+    return None
+
+
+def _core_hint(args: argparse.Namespace, error: KvmError) -> str | None:
+    """SPEC 2 words these as libkvm does; say what the file is and what to give instead."""
+    if args.execfile is None and "no kallsyms tables" in error.message:
+        return "name the kernel's System.map or vmlinux with -N"
+    path = error.filename
+    if path is None or not error.message.startswith(f"{path}: not "):
+        return None
+    if os.path.isdir(path):
+        return f"{path} is a folder: give a dump in it with -M, or run: kvm-rs scan {path}"
+    if error.message.endswith("not physical memory device"):
+        return (
+            f"{path} is a character device; of those only {paths._PATH_DEVMEM} is the "
+            f"running kernel's memory: give a dump file, or no -M for {paths._PATH_MEM}"
+        )
     return None
 
 

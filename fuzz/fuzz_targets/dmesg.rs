@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let records = dmesg::records(read, &info, words_of(flags));
     if let Ok(records) = &records {
         for record in records.iter().take(64) {
-            let _ = record.lines().count();
+            let _ = (record.text.split('\n').count(), record.caller.as_deref());
         }
     }
     if kvm_rs_fuzz::verbose() {

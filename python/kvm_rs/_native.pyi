@@ -4,7 +4,15 @@ from typing import Any, final
 
 from .errors import KvmError
 
-__all__ = ["KVM_NO_FILES", "PATH_MAX", "Handle", "clear_exec_cache", "open_session", "scan"]
+__all__ = [
+    "KVM_NO_FILES",
+    "PATH_MAX",
+    "Handle",
+    "clear_exec_cache",
+    "open_session",
+    "scan",
+    "tasks",
+]
 
 KVM_NO_FILES: int
 PATH_MAX: int
@@ -40,3 +48,10 @@ def scan(
     vmcoreinfo: bytes | None = None,
 ) -> list[dict[str, Any]]: ...
 def clear_exec_cache() -> None: ...
+def tasks(
+    handle: Handle,
+) -> tuple[
+    list[tuple[int, int, int | None, str, str, int | None, int | None, int | None, bool, int]],
+    bool,
+    list[str],
+]: ...

@@ -3,6 +3,7 @@
 mod detach;
 mod errors;
 mod handle;
+mod triage;
 
 use pyo3::prelude::*;
 
@@ -19,6 +20,7 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(handle::open_session, module)?)?;
     module.add_function(wrap_pyfunction!(handle::scan, module)?)?;
     module.add_function(wrap_pyfunction!(clear_exec_cache, module)?)?;
+    module.add_function(wrap_pyfunction!(triage::tasks, module)?)?;
     module.add("KVM_NO_FILES", crate::session::KVM_NO_FILES)?;
     module.add("PATH_MAX", crate::session::PATH_MAX)?;
     Ok(())

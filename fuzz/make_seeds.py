@@ -706,6 +706,62 @@ def mini_vmlinux(
 # ---------------------------------------------------------------------------------------
 
 
+#: Words of kind-specific data per BTF kind, and which of them are name offsets
+#: (records per vlen entry: (words per entry, index of the name word or None)).
+BTF_PER_ENTRY = {4: (3, 0), 5: (3, 0), 6: (2, 0), 13: (2, 0), 15: (3, None), 19: (3, 0)}
+BTF_FIXED = {1: 1, 3: 3, 14: 1, 17: 1}
+
+
+def elf_section(path: Path, wanted: bytes) -> bytes:
+    """The bytes of the section called `wanted` in an ELF64 little-endian file."""
+    data = path.read_bytes()
+    shoff = struct.unpack_from("<Q", data, 40)[0]
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 58)
+    headers = [struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    names_at = headers[shstrndx][4]
+    for name, _, _, _, offset, size in headers:
+        start = names_at + name
+        if data[start : data.index(b"\0", start)] == wanted:
+            return data[offset : offset + size]
+    sys.exit(f"{path}: no {wanted.decode()} section")
+
+
+def btf_seed(blob: bytes, keep: int, big_endian: bool = False) -> bytes:
+    """The first `keep` types of a real BTF blob with only the strings they name, in either
+    byte order (every field after the magic and version is a u32)."""
+    _, _, _, hdr_len, type_off, type_len, str_off, _ = struct.unpack_from("<HBBIIIII", blob, 0)
+    types = blob[hdr_len + type_off : hdr_len + type_off + type_len]
+    strings = blob[hdr_len + str_off :]
+    table = bytearray(b"\0")
+    renamed: dict[int, int] = {0: 0}
+
+    def name(off: int) -> int:
+        if off not in renamed:
+            renamed[off] = len(table)
+            table.extend(strings[off : strings.index(b"\0", off) + 1])
+        return renamed[off]
+
+    words: list[int] = []
+    at = 0
+    for _ in range(keep):
+        name_off, info, size = struct.unpack_from("<III", types, at)
+        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+        words += [name(name_off), info, size]
+        at += 12
+        per, name_at = BTF_PER_ENTRY.get(kind, (0, None))
+        count = vlen * per if per else BTF_FIXED.get(kind, 0)
+        extra = list(struct.unpack_from(f"<{count}I", types, at))
+        if name_at is not None:
+            for i in range(name_at, count, per):
+                extra[i] = name(extra[i])
+        words += extra
+        at += 4 * count
+    e = ">" if big_endian else "<"
+    body = struct.pack(f"{e}{len(words)}I", *words)
+    header = struct.pack(f"{e}HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(body), len(body), len(table))
+    return header + body + bytes(table)
+
+
 def need(path: Path) -> Path:
     if not path.exists():
         sys.exit(
@@ -913,6 +969,13 @@ def main() -> None:
     put("dmesg", "prb-x86_64-6.1-be", lockless_seed(x86_info_text, lines, big_endian=True))
     put("dmesg", "log_buf-le64", log_buf_seed(lines, big_endian=False, wide=True))
     put("dmesg", "log_buf-be32", log_buf_seed(lines, big_endian=True, wide=False))
+
+    # -- btf: the 6.1 vmlinux's first types (list_head is 93, task_struct 112, cred 549,
+    # signal_struct 560) with the strings they name; a big-endian copy; a raw cut.
+    btf = elf_section(need(CORPUS / "vmlinux-6.1.0-56-amd64.stripped"), b".BTF")
+    put("btf", "vmlinux-6.1-600types", btf_seed(btf, 600))
+    put("btf", "vmlinux-6.1-120types-be", btf_seed(btf, 120, big_endian=True))
+    put("btf", "vmlinux-6.1-head-4k", btf[:4096])
 
     total = sum(written.values())
     for name, size in written.items():

@@ -19,6 +19,7 @@ from ._libkvm import (
     Nlist,
     close,
     geterr,
+    getprocs,
     nlist,
     open,
     openfiles,
@@ -27,6 +28,14 @@ from ._libkvm import (
 )
 from ._native import KVM_NO_FILES, PATH_MAX, clear_exec_cache
 from ._scan import ScanReport, scan, scan_iter
+from ._triage import (
+    KERN_PROC_ALL,
+    KERN_PROC_KTHREAD,
+    KERN_PROC_PID,
+    KERN_PROC_UID,
+    Proc,
+    ProcList,
+)
 from .errors import KvmError
 
 _POSIX2_LINE_MAX = 2048
@@ -47,6 +56,10 @@ def __getattr__(name: str) -> str:
 
 __all__ = [
     "CORE_SYMBOLS",
+    "KERN_PROC_ALL",
+    "KERN_PROC_KTHREAD",
+    "KERN_PROC_PID",
+    "KERN_PROC_UID",
     "KVM_NO_FILES",
     "N_ABS",
     "N_BSS",
@@ -61,11 +74,14 @@ __all__ = [
     "KvmInfo",
     "LogRecord",
     "Nlist",
+    "Proc",
+    "ProcList",
     "ScanReport",
     "__version__",
     "clear_exec_cache",
     "close",
     "geterr",
+    "getprocs",
     "nlist",
     "open",
     "openfiles",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar, Union, cast
 
 from . import _conventions, _native, paths
+from ._triage import ProcList, proc_list
 from .errors import KvmError
 
 StrPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
@@ -392,6 +393,15 @@ class Kvm:
         """The kernel log's records, oldest first, as the ring holds them."""
         records: list[tuple[int, int, int, str | None, str]] = self._call(self._session.log)
         return [LogRecord(*record) for record in records]
+
+    def tasks(self) -> ProcList:
+        """Every task of the dumped kernel but the idle tasks (pid 0), in pid order, read
+        from `init_task.tasks` and each thread group's thread list with the kernel's own BTF
+        types (the exec file's `.BTF` section, else the dump's `__start_BTF`..`__stop_BTF`):
+        no debug info needed. A dump that lacks a page of the lists gives every task still
+        reachable, with `.complete` False and `.problems` saying why. Raises KvmError (no BTF
+        in the dump: the SPEC's no-BTF message). Runs without the GIL; Ctrl-C stops it."""
+        return proc_list(self._call(_native.tasks, self._session))
 
     def _nlist_raw(self, names: list[bytes]) -> list[tuple[int, int] | None]:
         result: list[tuple[int, int] | None] = self._call(self._session.nlist, names)

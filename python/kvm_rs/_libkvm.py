@@ -17,6 +17,7 @@ from ._handle import (
     _CoreSymbols,
     _open_native,
 )
+from ._triage import KERN_PROC_ALL, Proc, select
 from .errors import KvmError
 
 N_UNDF = 0x00
@@ -155,3 +156,17 @@ def write(kd: Kvm, addr: int, data: Any) -> int:
         return kd.write(address, payload)
     except KvmError:
         return -1
+
+
+def getprocs(kd: Kvm, op: int = KERN_PROC_ALL, arg: int = 0) -> list[Proc] | None:
+    """kvm_getprocs(3): the tasks `op` selects (KERN_PROC_ALL: every task; KERN_PROC_PID:
+    pid `arg`; KERN_PROC_UID: uid `arg`; KERN_PROC_KTHREAD: the kernel threads), or None
+    with the error in `geterr(kd)` (no BTF, an unknown op, a closed handle)."""
+    try:
+        procs = kd.tasks()
+    except KvmError:
+        return None
+    selected = select(procs, op, arg)
+    if selected is None:
+        kd._record(KvmError(f"kvm_getprocs: invalid op {op}"))
+    return selected

@@ -13,6 +13,7 @@ __all__ = [
     "exec_cache_stats",
     "open_session",
     "scan_stream",
+    "tasks",
 ]
 
 KVM_NO_FILES: int
@@ -56,3 +57,10 @@ def scan_stream(
 ) -> ScanStream: ...
 def clear_exec_cache() -> None: ...
 def exec_cache_stats() -> tuple[int, int]: ...
+def tasks(
+    handle: Handle,
+) -> tuple[
+    list[tuple[int, int, int | None, str, str, int | None, int | None, int | None, bool, int]],
+    bool,
+    list[str],
+]: ...

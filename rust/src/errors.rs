@@ -156,6 +156,16 @@ pub enum Error {
         op: &'static str,
     },
     WriteCompressed,
+    /// A triage call on a dump with no usable BTF (SPEC §14), and no `.BTF` in the exec.
+    NoBtf {
+        path: PathName,
+    },
+    /// A triage call that cannot read what it needs: `<path>: <what>` (BTF that does not
+    /// parse, a type or symbol the kernel's tables lack).
+    Triage {
+        path: PathName,
+        what: String,
+    },
     Closed,
     /// The caller asked the work to stop (a signal arrived).
     Interrupted,
@@ -202,7 +212,9 @@ impl Error {
             | Error::Core { path, .. }
             | Error::Symbols { path, .. }
             | Error::NoTranslation { path, .. }
-            | Error::NoCoreKallsyms { path } => Some(path),
+            | Error::NoCoreKallsyms { path }
+            | Error::NoBtf { path }
+            | Error::Triage { path, .. } => Some(path),
             Error::NotSameDump { part, .. } => Some(part),
             Error::Mismatch { exec, .. } => Some(exec),
             _ => None,
@@ -306,6 +318,14 @@ impl Error {
             Error::WriteCompressed => {
                 out.extend_from_slice(b"kvm_write not implemented for compressed dumps")
             }
+            Error::NoBtf { path } => named(
+                path,
+                format_args!(
+                    ": no BTF type information in the dump (kernel built without \
+                     CONFIG_DEBUG_INFO_BTF): give a vmlinux with a .BTF section"
+                ),
+            ),
+            Error::Triage { path, what } => named(path, format_args!(": {what}")),
             Error::Closed => out.extend_from_slice(b"kvm handle is closed"),
             Error::Interrupted => out.extend_from_slice(b"interrupted"),
         }

@@ -5,6 +5,7 @@
 //! and returns typed errors whose `Display` is the libkvm message.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod btf;
 pub mod cache;
 pub mod cancel;
 pub mod errors;

@@ -4,6 +4,7 @@ mod detach;
 mod errors;
 mod handle;
 mod scan;
+mod triage;
 
 use pyo3::prelude::*;
 
@@ -28,6 +29,7 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(scan::scan_stream, module)?)?;
     module.add_function(wrap_pyfunction!(clear_exec_cache, module)?)?;
     module.add_function(wrap_pyfunction!(exec_cache_stats, module)?)?;
+    module.add_function(wrap_pyfunction!(triage::tasks, module)?)?;
     module.add("KVM_NO_FILES", crate::session::KVM_NO_FILES)?;
     module.add("PATH_MAX", crate::session::PATH_MAX)?;
     Ok(())

@@ -1,10 +1,12 @@
 //! Decoders of kernel data structures that need nothing but a reader of kernel memory and
-//! the machine's word layout (no debug info): the kernel log and the kallsyms tables.
+//! the machine's word layout (no debug info): the kernel log, the kallsyms tables, and (with
+//! layouts from BTF) the task list.
 
 #![deny(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 
 pub mod dmesg;
 pub mod kallsyms;
+pub mod tasks;
 
 use crate::errors::Error;
 use crate::formats::{Core, Fields};

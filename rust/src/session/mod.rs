@@ -9,12 +9,14 @@
 mod facts;
 mod memory;
 mod open;
+mod triage;
 
 use std::fs::File;
 use std::sync::{Arc, OnceLock};
 
 pub use facts::{DumpFacts, Info};
 pub use open::{OpenRequest, KVM_NO_FILES, PATH_MAX};
+pub use triage::{BtfSource, MAX_BTF_BYTES};
 
 use crate::errors::{Error, Result};
 use crate::formats::Core;
@@ -46,6 +48,8 @@ pub struct Session {
     /// The swap file of a live kernel, held open for the handle's life (libkvm accepts it
     /// for compatibility; nothing reads it).
     _swap_file: Option<File>,
+    /// BTF and the layouts read from it, loaded by the first triage call.
+    triage: triage::TriageCache,
 }
 
 impl Session {
@@ -60,6 +64,7 @@ impl Session {
             access: libc::O_RDONLY,
             core_file: None,
             _swap_file: None,
+            triage: triage::TriageCache::default(),
         }
     }
 

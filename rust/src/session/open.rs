@@ -264,6 +264,7 @@ impl Session {
             access,
             core_file,
             _swap_file: swap_file,
+            triage: Default::default(),
         };
         if thin {
             session.check_kallsyms_sample()?;

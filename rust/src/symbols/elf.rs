@@ -46,6 +46,8 @@ pub struct ElfSymtab {
     symtab_count: usize,
     strtab: (usize, usize),
     sections: Vec<Section>,
+    /// The `.BTF` section's bytes in the file (kernels built with CONFIG_DEBUG_INFO_BTF).
+    btf: Option<(usize, usize)>,
 }
 
 fn guarded<T>(work: impl FnOnce() -> Option<T>) -> Option<T> {
@@ -104,7 +106,9 @@ impl ElfSymtab {
                 .checked_div(entsize)
                 .ok_or(SymbolFault::NoSymbolTable)?,
         )?;
+        let btf = section_named(data, &shdrs, usize::from(header.e_shstrndx), b".BTF");
         let table = ElfSymtab {
+            btf,
             ctx,
             symtab_offset: to_usize(symtab.sh_offset)?,
             symtab_count,
@@ -213,6 +217,12 @@ impl ElfSymtab {
         }
     }
 
+    /// The `.BTF` section's bytes, where the image has one.
+    pub fn btf<'a>(&self, data: &'a [u8]) -> Option<&'a [u8]> {
+        let (offset, size) = self.btf?;
+        data.get(offset..offset.checked_add(size)?)
+    }
+
     /// File bytes behind link-time address `addr`, from the allocated section holding it.
     pub fn image_bytes<'a>(&self, data: &'a [u8], addr: u64, len: usize) -> Option<&'a [u8]> {
         let (sec, within) = self.sections.iter().find_map(|s| {
@@ -226,6 +236,29 @@ impl ElfSymtab {
         let start = usize::try_from(sec.offset.checked_add(within)?).ok()?;
         data.get(start..start.checked_add(len)?)
     }
+}
+
+/// Where the section called `name` lies in the file: (offset, size), within the file.
+fn section_named(
+    data: &[u8],
+    shdrs: &[SectionHeader],
+    shstrndx: usize,
+    name: &[u8],
+) -> Option<(usize, usize)> {
+    let names = shdrs.get(shstrndx)?;
+    let start = usize::try_from(names.sh_offset).ok()?;
+    let names = data.get(start..start.checked_add(usize::try_from(names.sh_size).ok()?)?)?;
+    shdrs.iter().find_map(|sh| {
+        let at = sh.sh_name;
+        let end = at.checked_add(name.len())?;
+        if names.get(at..end)? != name || names.get(end) != Some(&0) || sh.sh_type == SHT_NOBITS {
+            return None;
+        }
+        let offset = usize::try_from(sh.sh_offset).ok()?;
+        let size = usize::try_from(sh.sh_size).ok()?;
+        data.get(offset..offset.checked_add(size)?)?;
+        Some((offset, size))
+    })
 }
 
 fn build_id(data: &[u8], sections: &[Section], little_endian: bool) -> Option<String> {

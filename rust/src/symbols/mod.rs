@@ -247,6 +247,11 @@ impl ExecFile {
         self.index.get().is_some()
     }
 
+    /// The `.BTF` section of an ELF image, where it has one.
+    pub fn btf_section(&self) -> Option<&[u8]> {
+        self.elf.as_ref()?.btf(self.data())
+    }
+
     /// The bytes an ELF image holds at link-time address `addr` (for `linux_banner`).
     pub fn image_bytes(&self, addr: u64, len: usize) -> Option<&[u8]> {
         self.elf.as_ref()?.image_bytes(self.data(), addr, len)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar, Union, cast
 
@@ -230,12 +230,18 @@ class Kvm:
     an `errstr` also prints hard errors to stderr, for its whole life.
     """
 
-    __slots__ = ("_errstr", "_errtext", "_info", "_session")
+    __slots__ = ("_errstr", "_info", "_session", "read")
 
     _session: _native.Handle
-    _errtext: str
     _errstr: str | None
     _info: KvmInfo | None
+    #: `read(addr, size) -> bytes`: `size` bytes of kernel virtual memory at `addr`; raises
+    #: KvmError (with `.address` for an address the dump does not hold, `.partial` for the
+    #: bytes read before it stopped, as at the end of a truncated dump), TypeError or
+    #: ValueError for arguments that are no 64-bit address and size. The native method
+    #: itself (no Python frame: the hot path of every triage script); it holds the GIL
+    #: below 64 KiB.
+    read: Callable[[int, int], bytes]
 
     def __init__(
         self,
@@ -250,19 +256,21 @@ class Kvm:
 
     def _adopt(self, native: _native.Handle, errstr: str | None) -> None:
         self._session = native
-        self._errtext = ""
         self._errstr = errstr
         self._info = None
+        if errstr is None:  # else the class is _ReportingKvm, whose read is a method
+            self.read = native.read_bytes
 
     @classmethod
     def _wrap(cls, native: _native.Handle, errstr: str | None) -> Kvm:
-        handle = cls.__new__(cls)
+        # A handle that prints its errors (Sun's errstr) reads through Python to print them.
+        handle = cls.__new__(cls if errstr is None else _ReportingKvm)
         handle._adopt(native, errstr)
         return handle
 
     def _record(self, error: KvmError) -> None:
         """Sticky error text; the Sun convention prints hard errors."""
-        self._errtext = error.message
+        self._session.set_errtext(error.message)
         if error.hard:
             _conventions.sun_report(self._errstr, error.message)
 
@@ -300,7 +308,7 @@ class Kvm:
 
     def geterr(self) -> str:
         """The last error text; "" if no call has failed."""
-        return self._errtext
+        return self._session.errtext
 
     @property
     def info(self) -> KvmInfo:
@@ -321,27 +329,6 @@ class Kvm:
         wanted = list(names)
         found = self._nlist_raw([os.fsencode(name) for name in wanted])
         return {name: hit[1] for name, hit in zip(wanted, found) if hit is not None}
-
-    def read(self, addr: int, size: int) -> bytes:
-        """`size` bytes of kernel virtual memory at `addr`; raises KvmError (with `.address`
-        for an address the dump does not hold, `.partial` for the bytes read before it
-        stopped, as at the end of a truncated dump). Holds the GIL below 64 KiB."""
-        # The hot path of every triage script: one Python frame, no helper calls.
-        try:
-            data, error = self._session.read(addr, size)
-        except KvmError as raised:
-            self._record(raised)
-            raise
-        except (OverflowError, TypeError):
-            # Only a failed call pays for the diagnosis.
-            _check_read_args("kvm_read", "address", addr, size)
-            raise
-        if error is not None:
-            self._record(error)
-            if data:
-                error.partial = data
-            raise error
-        return data
 
     def read_physical(self, paddr: int, size: int) -> bytes:
         """`size` bytes of physical memory at `paddr`, with no address translation (any
@@ -406,3 +393,16 @@ class Kvm:
     def _nlist_raw(self, names: list[bytes]) -> list[tuple[int, int] | None]:
         result: list[tuple[int, int] | None] = self._call(self._session.nlist, names)
         return result
+
+
+class _ReportingKvm(Kvm):
+    """A handle opened with Sun's `errstr`: its read errors are printed too (SPEC 3)."""
+
+    __slots__ = ()
+
+    def read(self, addr: int, size: int) -> bytes:
+        try:
+            return self._session.read_bytes(addr, size)
+        except KvmError as error:
+            self._record(error)
+            raise

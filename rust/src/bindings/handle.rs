@@ -24,13 +24,61 @@ const MAX_DIRECT_READ: usize = 64 << 20;
 #[pyclass(frozen, module = "kvm_rs._native")]
 pub struct Handle {
     session: Mutex<Option<Arc<Session>>>,
+    /// The handle's error text (`kvm_geterr`): set by `read_bytes` here and by the Python
+    /// layer for every other call that fails.
+    errtext: Mutex<String>,
 }
 
 impl Handle {
     pub fn new(session: Session) -> Handle {
         Handle {
             session: Mutex::new(Some(Arc::new(session))),
+            errtext: Mutex::new(String::new()),
         }
+    }
+
+    /// `kvm_read` of `size` bytes: the bytes read, and the error that stopped it short.
+    /// The bytes are written straight into the new Python object; reads of 64 KiB and more
+    /// run detached, of 8 MiB and more also let Ctrl-C through.
+    fn read_at<'py>(
+        &self,
+        py: Python<'py>,
+        addr: u64,
+        size: usize,
+    ) -> PyResult<(Bound<'py, PyBytes>, Option<Error>)> {
+        let session = self.session(py)?;
+        if size > MAX_DIRECT_READ {
+            // Too large to allocate up front on the caller's word: grown as pages come.
+            let (data, error) =
+                interruptible(py, |cancel| Ok(session.read_with(addr, size, cancel)))?;
+            return Ok((PyBytes::new(py, &data), error));
+        }
+        let mut outcome = (0usize, None);
+        let bytes = PyBytes::new_with(py, size, |buf| {
+            outcome = if size >= INTERRUPTIBLE_READ_BYTES {
+                interruptible(py, |cancel| Ok(session.read_into_with(addr, buf, cancel)))?
+            } else if size >= DETACH_READ_BYTES {
+                py.detach(|| session.read_into(addr, buf))
+            } else {
+                session.read_into(addr, buf)
+            };
+            Ok(())
+        })?;
+        let (copied, error) = outcome;
+        let bytes = if copied < size {
+            PyBytes::new(py, bytes.as_bytes().get(..copied).unwrap_or(&[]))
+        } else {
+            bytes
+        };
+        Ok((bytes, error))
+    }
+
+    /// Keeps `error`'s text as the handle's (`kvm_geterr`) and hands it on.
+    fn record(&self, py: Python<'_>, error: PyErr) -> PyErr {
+        if let Ok(text) = error.value(py).str() {
+            *self.errtext.lock().unwrap_or_else(PoisonError::into_inner) = text.to_string();
+        }
+        error
     }
 
     pub(super) fn session(&self, py: Python<'_>) -> PyResult<Arc<Session>> {
@@ -97,40 +145,61 @@ impl Handle {
         Ok((PyBytes::new(py, &data), error.map(|e| to_py(py, &e))))
     }
 
-    /// `kvm_read`: `(bytes read, error or None)`. The error is returned, not raised: a short
-    /// read carries both data and an error. The bytes are written straight into the new
-    /// Python object; reads of 64 KiB and more run detached.
+    /// `kvm_read` for the C-style call: `(bytes read, error or None)`. The error is
+    /// returned, not raised: a short read carries both data and an error.
     fn read<'py>(
         &self,
         py: Python<'py>,
         addr: u64,
         size: usize,
     ) -> PyResult<(Bound<'py, PyBytes>, Option<PyErr>)> {
-        let session = self.session(py)?;
-        if size > MAX_DIRECT_READ {
-            // Too large to allocate up front on the caller's word: grown as pages come.
-            let (data, error) =
-                interruptible(py, |cancel| Ok(session.read_with(addr, size, cancel)))?;
-            return Ok((PyBytes::new(py, &data), error.map(|e| to_py(py, &e))));
-        }
-        let mut outcome = (0usize, None);
-        let bytes = PyBytes::new_with(py, size, |buf| {
-            outcome = if size >= INTERRUPTIBLE_READ_BYTES {
-                interruptible(py, |cancel| Ok(session.read_into_with(addr, buf, cancel)))?
-            } else if size >= DETACH_READ_BYTES {
-                py.detach(|| session.read_into(addr, buf))
-            } else {
-                session.read_into(addr, buf)
-            };
-            Ok(())
-        })?;
-        let (copied, error) = outcome;
-        let bytes = if copied < size {
-            PyBytes::new(py, bytes.as_bytes().get(..copied).unwrap_or(&[]))
-        } else {
-            bytes
-        };
+        let (bytes, error) = self.read_at(py, addr, size)?;
         Ok((bytes, error.map(|e| to_py(py, &e))))
+    }
+
+    /// `Kvm.read(addr, size)`: `size` bytes of kernel virtual memory at `addr`, or
+    /// KvmError (with `.address` for an address the dump does not hold, `.partial` for the
+    /// bytes read before it stopped, as at the end of a truncated dump); the error's text
+    /// becomes the handle's. One native call: no Python frame between caller and dump.
+    fn read_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        addr: &Bound<'py, PyAny>,
+        size: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let (Ok(at), Ok(length)) = (addr.extract::<u64>(), size.extract::<usize>()) else {
+            // Only a failed call pays for the diagnosis (TypeError or ValueError).
+            let check = py.import("kvm_rs._handle")?.getattr("_check_read_args")?;
+            check.call1(("kvm_read", "address", addr, size))?;
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "kvm_read: bad arguments",
+            ));
+        };
+        let (bytes, error) = self
+            .read_at(py, at, length)
+            .map_err(|e| self.record(py, e))?;
+        let Some(error) = error else {
+            return Ok(bytes);
+        };
+        let raised = to_py(py, &error);
+        if !bytes.as_bytes().is_empty() {
+            raised.value(py).setattr("partial", bytes)?;
+        }
+        Err(self.record(py, raised))
+    }
+
+    /// The handle's error text: "" until a call fails.
+    #[getter]
+    fn errtext(&self) -> String {
+        self.errtext
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Sets the handle's error text (the Python layer's calls that fail).
+    fn set_errtext(&self, text: String) {
+        *self.errtext.lock().unwrap_or_else(PoisonError::into_inner) = text;
     }
 
     /// `kvm_write`: bytes written; raises on error.

@@ -159,6 +159,11 @@ pub enum Error {
     Closed,
     /// The caller asked the work to stop (a signal arrived).
     Interrupted,
+    /// A backtrace cannot start: no crash registers, no unwinder for the machine.
+    NoBacktrace {
+        path: PathName,
+        why: String,
+    },
 }
 
 impl Error {
@@ -202,7 +207,8 @@ impl Error {
             | Error::Core { path, .. }
             | Error::Symbols { path, .. }
             | Error::NoTranslation { path, .. }
-            | Error::NoCoreKallsyms { path } => Some(path),
+            | Error::NoCoreKallsyms { path }
+            | Error::NoBacktrace { path, .. } => Some(path),
             Error::NotSameDump { part, .. } => Some(part),
             Error::Mismatch { exec, .. } => Some(exec),
             _ => None,
@@ -308,6 +314,7 @@ impl Error {
             }
             Error::Closed => out.extend_from_slice(b"kvm handle is closed"),
             Error::Interrupted => out.extend_from_slice(b"interrupted"),
+            Error::NoBacktrace { path, why } => named(path, format_args!(": no backtrace: {why}")),
         }
         out
     }

@@ -33,7 +33,7 @@ impl Handle {
         }
     }
 
-    fn session(&self, py: Python<'_>) -> PyResult<Arc<Session>> {
+    pub(super) fn session(&self, py: Python<'_>) -> PyResult<Arc<Session>> {
         // The lock is dropped before any Python runs: building the exception executes
         // Python code, which may hand the GIL to a thread that then waits on this lock.
         let session = self

@@ -9,12 +9,14 @@
 mod facts;
 mod memory;
 mod open;
+mod stack;
 
 use std::fs::File;
 use std::sync::{Arc, OnceLock};
 
 pub use facts::{DumpFacts, Info};
 pub use open::{OpenRequest, KVM_NO_FILES, PATH_MAX};
+pub use stack::Frame;
 
 use crate::errors::{Error, Result};
 use crate::formats::Core;

@@ -771,6 +771,54 @@ def need(path: Path) -> Path:
     return path
 
 
+#: Where the unwind target puts its fake kernel memory (KERNEL_BASE in fuzz_targets/unwind.rs).
+UNWIND_BASE = 0xFFFF_FFFF_8100_0000
+
+
+def unwind_seed(flags: int, registers: list[int], symbols: list[int], memory: bytes) -> bytes:
+    """The unwind target's input: flags, 34 registers, 5 symbol offsets, memory."""
+    registers = registers + [0] * (34 - len(registers))
+    return bytes([flags]) + struct.pack("<34Q", *registers) + struct.pack("<5I", *symbols) + memory
+
+
+def unwind_seeds() -> None:
+    """Two small machines made here (no dump's stack fits a seed with its ORC tables): an
+    x86_64 6.1 stack of two CALL frames over the syscall pt_regs, and an aarch64 stack of a
+    leaf (its return address in x30 only), two frame records and the final zero record."""
+    ip_table, orc, text, stack = 0x0, 0x100, 0x1000, 0x2000
+    memory = bytearray(0x6000)
+    # (sp_offset, bp_offset, sp_reg | bp_reg << 4, type/end byte) in the 4.14-6.2 layout.
+    entries = [(8, 0, 0x05, 0), (16, 0, 0x05, 0), (0, 0, 0x05, 1), (0, 0, 0, 4)]
+    for i, (sp_offset, bp_offset, regs_byte, type_byte) in enumerate(entries):
+        at = ip_table + 4 * i
+        struct.pack_into("<i", memory, at, text + 0x100 * i - at)
+        struct.pack_into("<hhBB", memory, orc + 6 * i, sp_offset, bp_offset, regs_byte, type_byte)
+    sp = stack + 0x3E00
+    struct.pack_into("<Q", memory, sp, UNWIND_BASE + text + 0x120)
+    struct.pack_into("<Q", memory, sp + 16, UNWIND_BASE + text + 0x210)
+    pt_regs = sp + 24
+    for index, value in ((16, 0x47B7A0), (17, 0x33), (19, 0x7FFC_0000)):  # ip, cs, sp
+        struct.pack_into("<Q", memory, pt_regs + 8 * index, value)
+    registers = [0] * 27
+    registers[16], registers[17], registers[19] = UNWIND_BASE + text + 0x33, 0x10, UNWIND_BASE + sp
+    symbols = [ip_table, ip_table + 16, orc, text, text + 0x400]
+    put("unwind", "x86_64-orc-v1-syscall", unwind_seed(2, registers, symbols, bytes(memory)))
+
+    memory = bytearray(0x6000)
+    fp1, fp2, end = stack + 0x3D00, stack + 0x3E00, stack + 0x3F00
+    signed = (UNWIND_BASE + text + 0x208) & ~0xFF80_0000_0000_0000 | 0x0080_0000_0000_0000
+    struct.pack_into("<QQ", memory, fp1, UNWIND_BASE + fp2, signed)
+    struct.pack_into("<QQ", memory, fp2, UNWIND_BASE + end, UNWIND_BASE + text + 0x30C)
+    registers = [0] * 34
+    registers[29], registers[30] = UNWIND_BASE + fp1, UNWIND_BASE + text + 0x104
+    registers[32], registers[33] = UNWIND_BASE + text + 0x10, 0x3C5  # pc, pstate EL1h
+    put(
+        "unwind",
+        "aarch64-records-leaf",
+        unwind_seed(3, registers, [0, 0, 0, text, text + 0x400], bytes(memory)),
+    )
+
+
 def main() -> None:
     if SEEDS.exists():
         shutil.rmtree(SEEDS)
@@ -948,6 +996,9 @@ def main() -> None:
     put("kallsyms", "x86_64-limit-16", kallsyms_seed(x86_info, x86_virt, 96, 2 << 2, False, True))
     put("kallsyms", "arm64-48syms", kallsyms_seed(arm_info, arm_virt, 48, 0, False, True))
     put("kallsyms", "be32-40syms", kallsyms_seed(x86_info, x86_virt, 40, 3, True, False))
+
+    # -- unwind: two small machines.
+    unwind_seeds()
 
     # -- dmesg: lockless rings in each real kernel's layout; log_buf in two word layouts.
     for name, info_path, log in [

@@ -179,8 +179,9 @@ def elf_phdrs(path: Path) -> list[tuple[int, ...]]:
     return [struct.unpack_from("<IIQQQQQQ", table, i * phentsize) for i in range(phnum)]
 
 
-def elf_note_names(path: Path) -> list[tuple[bytes, int]]:
-    """(name without its NUL, file offset of the name) of every note of every PT_NOTE."""
+def elf_notes(path: Path) -> list[tuple[bytes, int, bytes, int]]:
+    """(name without its NUL, n_type, descriptor, file offset of the name) of every note of
+    every PT_NOTE of an ELF64 little-endian file."""
     found = []
     with path.open("rb") as f:
         for p_type, _, offset, _, _, filesz, _, _ in elf_phdrs(path):
@@ -190,10 +191,17 @@ def elf_note_names(path: Path) -> list[tuple[bytes, int]]:
             notes = f.read(filesz)
             at = 0
             while at + 12 <= len(notes):
-                namesz, descsz, _ = struct.unpack_from("<III", notes, at)
-                found.append((notes[at + 12 : at + 12 + namesz].rstrip(b"\0"), offset + at + 12))
-                at += 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
+                namesz, descsz, n_type = struct.unpack_from("<III", notes, at)
+                desc_at = at + 12 + (namesz + 3) // 4 * 4
+                name = notes[at + 12 : at + 12 + namesz].rstrip(b"\0")
+                found.append((name, n_type, notes[desc_at : desc_at + descsz], offset + at + 12))
+                at = desc_at + (descsz + 3) // 4 * 4
     return found
+
+
+def elf_note_names(path: Path) -> list[tuple[bytes, int]]:
+    """(name without its NUL, file offset of the name) of every note of every PT_NOTE."""
+    return [(name, at) for name, _, _, at in elf_notes(path)]
 
 
 class ElfPhysical:

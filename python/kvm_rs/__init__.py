@@ -8,7 +8,7 @@ raising `KvmError`.
 from __future__ import annotations
 
 from . import paths
-from ._handle import CORE_SYMBOLS, Kvm, KvmInfo, LogRecord
+from ._handle import CORE_SYMBOLS, Frame, Kvm, KvmInfo, LogRecord
 from ._libkvm import (
     N_ABS,
     N_BSS,
@@ -69,6 +69,7 @@ __all__ = [
     "N_UNDF",
     "PATH_MAX",
     "_POSIX2_LINE_MAX",
+    "Frame",
     "Kvm",
     "KvmError",
     "KvmInfo",

@@ -65,6 +65,20 @@ class LogRecord(NamedTuple):
         return console_lines(self.ts_nsec // 1000, self.text)
 
 
+class Frame(NamedTuple):
+    """One frame of a backtrace, innermost first: its pc, the function (the nearest text
+    symbol at or below the pc, or pc - 1 for a return address; None where no symbol
+    precedes it), the pc's offset into it, the module (None: the kernel image) and whether
+    the machine's unwinding data found it (False: a guess from a stack scan or a register,
+    or a frame after which the chain broke)."""
+
+    pc: int
+    symbol: str | None
+    offset: int | None
+    module: str | None
+    reliable: bool
+
+
 def console_lines(ts_usec: int, text: str) -> Iterator[str]:
     """A record's text as the console prints it, its time (µs since boot) on every line."""
     seconds, micros = divmod(ts_usec, 1_000_000)
@@ -389,6 +403,23 @@ class Kvm:
         reachable, with `.complete` False and `.problems` saying why. Raises KvmError (no BTF
         in the dump: the SPEC's no-BTF message). Runs without the GIL; Ctrl-C stops it."""
         return proc_list(self._call(_native.tasks, self._session))
+
+    def stack(self, pid: int | None = None) -> list[Frame]:
+        """The backtrace of the task that crashed (pid None): the CPU that panicked
+        (`panic_cpu`), from its registers in the dump's NT_PRSTATUS notes, unwound with the
+        kernel's ORC tables (x86_64) or frame records (aarch64); no debug info needed, but
+        a symbol table (exec file or CORE_SYMBOLS). Stops at the first user-space pc.
+        Raises KvmError where the dump has no crash registers or the machine no unwinder.
+        The GIL is released while it unwinds."""
+        if pid is not None:
+            raise NotImplementedError(
+                f"Kvm.stack(pid={pid!r}): only the crashed task's stack (pid=None) so far; "
+                "the backtraces of other tasks need the task list"
+            )
+        raw: list[tuple[int, str | None, int | None, bool]] = self._call(
+            _native.crashed_stack, self._session
+        )
+        return [Frame(pc, symbol, offset, None, reliable) for pc, symbol, offset, reliable in raw]
 
     def _nlist_raw(self, names: list[bytes]) -> list[tuple[int, int] | None]:
         result: list[tuple[int, int] | None] = self._call(self._session.nlist, names)

@@ -10,6 +10,7 @@ __all__ = [
     "Handle",
     "ScanStream",
     "clear_exec_cache",
+    "crashed_stack",
     "exec_cache_stats",
     "open_session",
     "scan_stream",
@@ -59,6 +60,7 @@ def scan_stream(
     defaults: dict[str, bytes],
     vmcoreinfo: bytes | None = None,
 ) -> ScanStream: ...
+def crashed_stack(handle: Handle) -> list[tuple[int, str | None, int | None, bool]]: ...
 def clear_exec_cache() -> None: ...
 def exec_cache_stats() -> tuple[int, int]: ...
 def tasks(

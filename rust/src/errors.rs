@@ -169,6 +169,11 @@ pub enum Error {
     Closed,
     /// The caller asked the work to stop (a signal arrived).
     Interrupted,
+    /// A backtrace cannot start: no crash registers, no unwinder for the machine.
+    NoBacktrace {
+        path: PathName,
+        why: String,
+    },
 }
 
 impl Error {
@@ -214,7 +219,8 @@ impl Error {
             | Error::NoTranslation { path, .. }
             | Error::NoCoreKallsyms { path }
             | Error::NoBtf { path }
-            | Error::Triage { path, .. } => Some(path),
+            | Error::Triage { path, .. }
+            | Error::NoBacktrace { path, .. } => Some(path),
             Error::NotSameDump { part, .. } => Some(part),
             Error::Mismatch { exec, .. } => Some(exec),
             _ => None,
@@ -328,6 +334,7 @@ impl Error {
             Error::Triage { path, what } => named(path, format_args!(": {what}")),
             Error::Closed => out.extend_from_slice(b"kvm handle is closed"),
             Error::Interrupted => out.extend_from_slice(b"interrupted"),
+            Error::NoBacktrace { path, why } => named(path, format_args!(": no backtrace: {why}")),
         }
         out
     }

@@ -17,6 +17,7 @@ pub mod scan;
 pub mod session;
 pub mod symbols;
 pub mod translate;
+pub mod unwind;
 
 #[cfg(feature = "python")]
 mod bindings;

@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use super::notes::Notes;
+use super::notes::{self, Notes};
 use super::segments::{Segment, SegmentIndex};
 use super::vmcoreinfo::{VmcoreInfo, MAX_VMCOREINFO};
 use super::{
@@ -20,7 +20,6 @@ const ET_CORE: u16 = 4;
 const PT_LOAD: u32 = 1;
 const PT_NOTE: u32 = 4;
 const PN_XNUM: u16 = 0xffff;
-const NT_PRSTATUS: u32 = 1;
 /// makedumpfile's `e_flags` bit for a dump that ran out of space.
 const ELF_FLAG_INCOMPLETE: u32 = 0x1;
 
@@ -45,6 +44,8 @@ pub struct ElfCore {
     pub vmcoreinfo: VmcoreInfo,
     /// NT_PRSTATUS notes: one per CPU that was online.
     pub cpus: usize,
+    /// The NT_PRSTATUS descriptors, in note order.
+    pub prstatus: Vec<Vec<u8>>,
     pub qemu_notes: usize,
     /// Some PT_LOAD data lies past the end of the file.
     pub truncated: bool,
@@ -257,6 +258,7 @@ fn parse(medium: Arc<dyn Medium>) -> Result<ElfCore, CoreFault> {
         by_paddr: OnceLock::new(),
         vmcoreinfo: VmcoreInfo::default(),
         cpus: 0,
+        prstatus: Vec::new(),
         qemu_notes: 0,
         truncated: truncated_data,
         page_size: super::host_page_size(),
@@ -285,7 +287,10 @@ fn parse(medium: Arc<dyn Medium>) -> Result<ElfCore, CoreFault> {
                     vmcoreinfo.push(note.desc);
                 }
                 // Counts of notes in at most 64 MiB: they cannot reach usize::MAX.
-                (b"CORE", NT_PRSTATUS) => core.cpus = core.cpus.saturating_add(1),
+                (b"CORE", notes::NT_PRSTATUS) => {
+                    core.cpus = core.cpus.saturating_add(1);
+                    notes::keep_prstatus(&note, &mut core.prstatus);
+                }
                 (b"QEMU", _) => core.qemu_notes = core.qemu_notes.saturating_add(1),
                 _ => {}
             }
@@ -394,6 +399,10 @@ impl CoreFormat for ElfCore {
 
     fn segments(&self) -> &[Segment] {
         &self.loads
+    }
+
+    fn cpu_notes(&self) -> &[Vec<u8>] {
+        &self.prstatus
     }
 
     fn physical_ranges(&self) -> Vec<(u64, u64)> {

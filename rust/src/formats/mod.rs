@@ -189,6 +189,12 @@ pub trait CoreFormat: Send + Sync {
         &[]
     }
 
+    /// The dump's `NT_PRSTATUS` descriptors (`struct elf_prstatus`), one per CPU in the
+    /// order the producer wrote them; empty for formats that carry none.
+    fn cpu_notes(&self) -> &[Vec<u8>] {
+        &[]
+    }
+
     /// `phys_base` as the dump header records it.
     fn header_phys_base(&self) -> Option<u64> {
         None
@@ -259,6 +265,11 @@ impl Core {
 
     pub fn read_phys(&self, paddr: u64, buf: &mut [u8]) -> Result<(), Stop> {
         self.body.read_phys(paddr, buf)
+    }
+
+    /// The CPUs' `NT_PRSTATUS` descriptors (see `CoreFormat::cpu_notes`).
+    pub fn cpu_notes(&self) -> &[Vec<u8>] {
+        self.body.cpu_notes()
     }
 
     /// Sets the machine from VMCOREINFO where the producer named none it knew.

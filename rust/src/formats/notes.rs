@@ -4,6 +4,11 @@
 use super::Fields;
 use crate::errors::CoreFault;
 
+/// `NT_PRSTATUS`: a CPU's `struct elf_prstatus` (its registers at the crash), named `CORE`.
+pub const NT_PRSTATUS: u32 = 1;
+/// More CPU notes than any kernel has CPUs (`NR_CPUS` is at most 8192); the rest are dropped.
+pub const MAX_CPU_NOTES: usize = 8192;
+
 /// One ELF note: name without its NUL, type, descriptor bytes.
 pub struct Note<'a> {
     pub name: &'a [u8],
@@ -16,6 +21,21 @@ pub struct Notes<'a> {
     raw: &'a [u8],
     big_endian: bool,
     pos: usize,
+}
+
+impl Note<'_> {
+    /// A CPU's registers at the crash (QEMU and the kernel's crash notes both write them).
+    pub fn is_prstatus(&self) -> bool {
+        self.name == b"CORE" && self.n_type == NT_PRSTATUS
+    }
+}
+
+/// Keeps `note`'s descriptor in `cpus` if it is an `NT_PRSTATUS` (one per CPU, in the order
+/// the producer wrote them), up to `MAX_CPU_NOTES`.
+pub fn keep_prstatus(note: &Note<'_>, cpus: &mut Vec<Vec<u8>>) {
+    if note.is_prstatus() && cpus.len() < MAX_CPU_NOTES {
+        cpus.push(note.desc.to_vec());
+    }
 }
 
 impl<'a> Notes<'a> {

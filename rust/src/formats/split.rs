@@ -173,4 +173,9 @@ impl CoreFormat for SplitSet {
     fn header_phys_base(&self) -> Option<u64> {
         self.parts.first().and_then(|p| p.phys_base)
     }
+
+    /// Every part carries the same notes (makedumpfile copies them into each).
+    fn cpu_notes(&self) -> &[Vec<u8>] {
+        self.parts.first().map_or(&[], |p| p.prstatus.as_slice())
+    }
 }

@@ -162,16 +162,7 @@ impl NameIndex {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{ExecBytes, ExecFile};
-
-    fn exec(text: &str) -> ExecFile {
-        ExecFile::parse(
-            b"System.map",
-            ExecBytes::Owned(text.as_bytes().to_vec()),
-            false,
-        )
-        .unwrap()
-    }
+    use super::super::system_map as exec;
 
     #[test]
     fn duplicates_resolve_to_global_then_first() {

@@ -4,6 +4,7 @@
 
 #![deny(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 
+pub mod by_addr;
 pub mod cache;
 pub mod elf;
 pub mod index;
@@ -14,6 +15,7 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 
 use crate::errors::SymbolFault;
 use crate::mapping::MappedFile;
+use by_addr::AddrIndex;
 use index::NameIndex;
 
 /// Names remembered by `lookup_few` per exec file (a kernel's VMCOREINFO names ~30).
@@ -106,6 +108,8 @@ pub struct ExecFile {
     elf: Option<elf::ElfSymtab>,
     pub facts: ElfFacts,
     index: OnceLock<NameIndex>,
+    /// Text symbols by address, built on the first backtrace.
+    by_address: OnceLock<AddrIndex>,
     /// Results of earlier `lookup_few` calls (misses included): the identity check of every
     /// dump of one kernel asks for the same names.
     looked_up: Mutex<HashMap<String, Option<Symbol>>>,
@@ -135,6 +139,7 @@ impl ExecFile {
             elf,
             facts,
             index: OnceLock::new(),
+            by_address: OnceLock::new(),
             looked_up: Mutex::new(HashMap::new()),
         })
     }
@@ -243,6 +248,11 @@ impl ExecFile {
         self.index.get_or_init(|| NameIndex::build(self))
     }
 
+    /// The address index (text symbols by value), built on first use.
+    pub fn by_address(&self) -> &AddrIndex {
+        self.by_address.get_or_init(|| AddrIndex::build(self))
+    }
+
     pub fn index_built(&self) -> bool {
         self.index.get().is_some()
     }
@@ -256,4 +266,11 @@ impl ExecFile {
     pub fn image_bytes(&self, addr: u64, len: usize) -> Option<&[u8]> {
         self.elf.as_ref()?.image_bytes(self.data(), addr, len)
     }
+}
+
+/// A System.map exec file of `text`, for the tests of the indexes.
+#[cfg(test)]
+pub(crate) fn system_map(text: &str) -> ExecFile {
+    let bytes = ExecBytes::Owned(text.as_bytes().to_vec());
+    ExecFile::parse(b"System.map", bytes, false).expect("a System.map")
 }

@@ -134,6 +134,8 @@ pub struct Machine {
     /// Names of the top page table, as VMCOREINFO `SYMBOL()` or in the exec file, best first.
     pub root_symbols: &'static [&'static str],
     translator: Option<Builder>,
+    /// Its backtraces: crash registers and the unwinding data (`unwind/`).
+    pub unwinder: Option<&'static dyn crate::unwind::Unwind>,
 }
 
 impl Machine {
@@ -165,6 +167,7 @@ const fn other(name: &'static str, elf_machine: u16, wide: bool, big_endian: boo
         image_floor: None,
         root_symbols: &[],
         translator: None,
+        unwinder: None,
     }
 }
 
@@ -179,6 +182,7 @@ static MACHINES: [Machine; 13] = [
         // Kernels before 4.13 call the top table init_level4_pgt.
         root_symbols: &["init_top_pgt", "init_level4_pgt", "swapper_pg_dir"],
         translator: Some(x86_64::build),
+        unwinder: Some(&crate::unwind::x86_64::X86_64),
     },
     Machine {
         name: "aarch64",
@@ -189,6 +193,7 @@ static MACHINES: [Machine; 13] = [
         image_floor: None,
         root_symbols: &["swapper_pg_dir"],
         translator: Some(aarch64::build),
+        unwinder: Some(&crate::unwind::aarch64::Aarch64),
     },
     Machine {
         long_long_align8: false,

@@ -76,13 +76,15 @@ def test_every_command_prints_only_listed_fields(corpus: Corpus, tmp_path: Path)
         ["nlist", "-M", dump, "jiffies", "no_such_symbol"],
         ["read", "-M", dump, "linux_banner", "32"],
         ["dmesg", "-M", dump],
+        ["ps", "-M", dump],
+        ["bt", "-M", dump],
         ["scan", dump, str(tmp_path / "missing")],
         ["info", "-M", str(tmp_path / "missing")],
     ):
         result = run(*args, "--json")
         assert result.returncode in (0, 1, 3), result.stderr
         seen |= {record["kind"] for record in records(result.stdout)}
-    assert seen == {"info", "symbol", "read", "log", "report", "error", "summary"}
+    assert seen == set(_output.FIELDS)
 
 
 def test_addresses_are_strings(corpus: Corpus) -> None:
@@ -202,6 +204,59 @@ def test_scan_help_states_the_symbol_default() -> None:
     result = run("scan", "--help")
     assert result.returncode == 0
     assert "each dump's own kallsyms" in " ".join(result.stdout.split())
+
+
+# -- ps and bt ---------------------------------------------------------------------------------
+
+
+def triage_truth(corpus: Corpus, dump: str) -> dict[str, Any]:
+    truth = json.loads((corpus.dir / "triage.json").read_text())
+    boot = corpus.dump_truth(dump)["boot"]
+    return truth["boots"][boot]  # type: ignore[no-any-return]
+
+
+def test_ps_lists_the_truths_tasks(corpus: Corpus) -> None:
+    result = run("ps", "-M", corpus.dump(KDUMP))
+    assert result.returncode == 0, result.stderr
+    header, *lines = result.stdout.splitlines()
+    assert header.split() == ["PID", "TGID", "PPID", "ST", "CPU", "UID", "TASK", "COMM"]
+    truth = triage_truth(corpus, KDUMP)["tasks"]
+    got = [line.split() for line in lines]
+    assert [(int(f[0]), int(f[1]), f[3]) for f in got] == [
+        (t["pid"], t["tgid"], t["state"]) for t in truth
+    ]
+    tasks = of_kind(run("ps", "--json", "-M", corpus.dump(KDUMP)).stdout, "task")
+    assert [(t["pid"], t["ppid"], t["comm"]) for t in tasks] == [
+        (t["pid"], t["ppid"], t["comm"]) for t in truth
+    ]
+    assert all(t["task"].startswith("0xffff") for t in tasks)
+
+
+def test_ps_of_a_dump_that_lost_a_task_says_so(fleet: Fleet) -> None:
+    result = run("ps", "--json", "-M", fleet.dump("trixie-a.mdf-d31-zlib.kdump"))
+    assert result.returncode == 1
+    lines = records(result.stdout)
+    assert len([r for r in lines if r["kind"] == "task"]) == 49
+    assert lines[-1]["kind"] == "error" and lines[-1]["reason"] == "incomplete"
+    assert lines[-1]["error"].startswith("task list incomplete: ")
+
+
+def test_bt_prints_the_crashed_tasks_frames(corpus: Corpus) -> None:
+    truth = triage_truth(corpus, KDUMP)["crashed"]["stack"]["ksyms"]
+    result = run("bt", "-M", corpus.dump(KDUMP))
+    assert result.returncode == 0, result.stderr
+    names = [line.split()[2].split("+")[0] for line in result.stdout.splitlines()]
+    assert names == truth
+    frames = of_kind(run("bt", "--json", "-M", corpus.dump(KDUMP)).stdout, "frame")
+    assert [f["symbol"] for f in frames] == truth
+    assert [f["index"] for f in frames] == list(range(len(truth)))
+    assert all(f["pc"].startswith("0xffffffff") and f["reliable"] for f in frames)
+
+
+def test_bt_pid_is_a_usage_error_when_not_a_number() -> None:
+    result = run("bt", "-M", "x", "init")
+    assert result.returncode == 2
+    assert "'init' is not a pid" in result.stderr
 
 
 # -- core files that are not dumps -----------------------------------------------------------
@@ -478,8 +533,9 @@ def argument_vectors(corpus: Corpus, tmp_path: Path, count: int) -> list[list[st
     folder.mkdir()
     shutil.copy(text, folder / "dmesg.1")
     words = [
-        "info", "nlist", "read", "dmesg", "scan", "-M", "-N", "--json", "--raw", "-q", "-v",
-        "--threads", "--vmcoreinfo", "--version", "--help", "-h", "--", "-", "", "0", "-1",
+        "info", "nlist", "read", "dmesg", "scan", "ps", "bt", "-M", "-N", "--json", "--raw",
+        "-q", "-v", "--threads", "--vmcoreinfo", "--version", "--help", "-h", "--", "-", "",
+        "0", "-1",
         "0x", "0xffffffffffffffff", "0x10000000000000000", "1e9", "nan", "jiffies",
         "jiffies+", "jiffies+0x8", "+", "core", "/dev/null", "/proc/self/mem",
         "/nonexistent", str(text), str(folder), str(corpus.dump(KDUMP)),
@@ -488,7 +544,7 @@ def argument_vectors(corpus: Corpus, tmp_path: Path, count: int) -> list[list[st
     rng = random.Random(20261201)
     vectors = []
     for _ in range(count):
-        vector = [rng.choice(["info", "nlist", "read", "dmesg", "scan"])]
+        vector = [rng.choice(["info", "nlist", "read", "dmesg", "scan", "ps", "bt"])]
         vector += [rng.choice(words) for _ in range(rng.randint(0, 6))]
         vectors.append(vector)
     return vectors

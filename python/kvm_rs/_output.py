@@ -63,12 +63,26 @@ FIELDS: Mapping[str, tuple[str, ...]] = {
         "exec_format",
         "vmcoreinfo_source",
     ),
+    "task": (
+        "path",
+        "pid",
+        "tgid",
+        "ppid",
+        "comm",
+        "state",
+        "uid",
+        "cpu",
+        "on_cpu",
+        "kthread",
+        "task",
+    ),
+    "frame": ("path", "pid", "index", "pc", "symbol", "offset", "module", "reliable"),
     "error": ("path", "error", "reason"),
     "summary": ("ok", "warned", "failed", "interrupted", "seconds"),
 }
 
 #: Fields that hold kernel addresses: strings "0x…" in JSON, which loses integers above 2^53.
-ADDRESSES = frozenset({"kernel_offset", "value", "address"})
+ADDRESSES = frozenset({"kernel_offset", "value", "address", "task", "pc"})
 
 
 @dataclass(frozen=True)
@@ -170,6 +184,33 @@ def _report_text(fields: Mapping[str, Any]) -> str:
     )
 
 
+def _dash(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+#: `ps`'s columns: the header line of `kvm-rs ps`.
+TASK_HEADER = f"{'PID':>7} {'TGID':>7} {'PPID':>7} ST {'CPU':>3} {'UID':>5} {'TASK':>18} COMM"
+
+
+def _task_text(fields: Mapping[str, Any]) -> str:
+    """One `ps` line; a kernel thread's name in brackets, as ps shows it."""
+    comm = f"[{fields['comm']}]" if fields["kthread"] else fields["comm"]
+    return (
+        f"{fields['pid']:>7} {fields['tgid']:>7} {_dash(fields['ppid']):>7} "
+        f"{fields['state']:<2} {_dash(fields['cpu']):>3} {_dash(fields['uid']):>5} "
+        f"{fields['task']:#018x} {comm}"
+    )
+
+
+def _frame_text(fields: Mapping[str, Any]) -> str:
+    """One frame as the kernel prints a trace: `? ` for one that is not reliable, the
+    module in brackets."""
+    where = "?" if fields["symbol"] is None else f"{fields['symbol']}+{fields['offset']:#x}"
+    module = f" [{fields['module']}]" if fields["module"] else ""
+    guess = "" if fields["reliable"] else "? "
+    return f" #{fields['index']:<2} {fields['pc']:016x}  {guess}{where}{module}"
+
+
 def _text(record: Record) -> str:
     fields = record.fields
     kind = record.kind
@@ -185,6 +226,10 @@ def _text(record: Record) -> str:
         return "\n".join(console_lines(round(fields["ts"] * 1_000_000), fields["text"]))
     if kind == "report":
         return _report_text(fields)
+    if kind == "task":
+        return _task_text(fields)
+    if kind == "frame":
+        return _frame_text(fields)
     if kind == "error":
         return f"kvm-rs: {fields['error']}"
     if kind == "summary":
@@ -236,6 +281,10 @@ class Output:
             return
         to_stderr = not self.as_json and record.kind in ("error", "summary")
         self._write(sys.stderr if to_stderr else sys.stdout, render(record, self.as_json))
+
+    def write_line(self, text: str) -> None:
+        """A line of text on stdout that is no record (a table's header)."""
+        self._write(sys.stdout, text)
 
     def note(self, text: str) -> None:
         """A `-v` line: what was opened, cache hits, timings (stderr, never JSON)."""

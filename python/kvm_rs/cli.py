@@ -4,6 +4,8 @@
     kvm-rs nlist [-M COREFILE]... [-N EXECFILE] [--json] [-q|-v] NAME...
     kvm-rs read  [-M COREFILE]... [-N EXECFILE] [--json | --raw] [-q|-v] ADDRESS|SYMBOL [SIZE]
     kvm-rs dmesg [-M COREFILE]... [-N EXECFILE] [--json] [-q|-v]
+    kvm-rs ps    [-M COREFILE]... [-N EXECFILE] [--json] [-q|-v]
+    kvm-rs bt    [-M COREFILE]... [-N EXECFILE] [--json] [-q|-v] [PID]
     kvm-rs scan  [-N EXECFILE] [--threads N] [--json] [-q|-v] [PATH...]
 
 -M names the core file (BSD's memory file; once per part of a split dump), -N the symbol
@@ -16,6 +18,7 @@ own kallsyms tables are the symbols. What each command prints is a sequence of r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -24,7 +27,7 @@ from typing import NoReturn
 
 from . import _native, paths
 from ._handle import CORE_SYMBOLS, Kvm, _CoreSymbols
-from ._output import Output, Record, error_record, log_record
+from ._output import TASK_HEADER, Output, Record, error_record, log_record
 from ._scan import ScanReport, scan_iter
 from .errors import KvmError
 
@@ -86,6 +89,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def _pid(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a pid") from None
+    if not 0 <= value < 1 << 31:
+        raise argparse.ArgumentTypeError(f"{text} is not a pid")
     return value
 
 
@@ -207,6 +220,17 @@ def _parser() -> argparse.ArgumentParser:
     dmesg = command("dmesg", "the kernel log of the dump")
     _add_common(dmesg)
     _add_json(dmesg)
+
+    ps = command("ps", "the dump's tasks, read with the kernel's BTF types (no debug info)")
+    _add_common(ps)
+    _add_json(ps)
+
+    bt = command("bt", "a task's backtrace (default: the task that crashed), no debug info")
+    _add_common(bt)
+    _add_json(bt)
+    bt.add_argument(
+        "pid", nargs="?", type=_pid, default=None, help="the task (default: the one that crashed)"
+    )
 
     scan = command("scan", "validate many dumps in parallel; exit status 3 if any failed")
     _add_common(scan, core=False)
@@ -388,6 +412,33 @@ def _dmesg(kd: Kvm, args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def _ps(kd: Kvm, args: argparse.Namespace, out: Output) -> int:
+    procs = kd.tasks()
+    if not out.as_json and not out.quiet:
+        out.write_line(TASK_HEADER)
+    for proc in procs:
+        out.emit(Record.of("task", path=_shown(args), **dataclasses.asdict(proc)))
+    if procs.complete:
+        return EXIT_OK
+    # Every task it could reach is listed; what it could not is a failed read.
+    out.emit(error_record(_shown(args), f"task list incomplete: {procs.reason}", "incomplete"))
+    return EXIT_FAILED
+
+
+def _bt(kd: Kvm, args: argparse.Namespace, out: Output) -> int:
+    for index, frame in enumerate(kd.stack(args.pid)):
+        out.emit(
+            Record.of(
+                "frame",
+                path=_shown(args),
+                pid=args.pid,
+                index=index,
+                **frame._asdict(),
+            )
+        )
+    return EXIT_OK
+
+
 def report_record(report: ScanReport) -> Record:
     return Record.of("report", **report.as_dict())
 
@@ -438,7 +489,14 @@ def _scan(args: argparse.Namespace, out: Output) -> int:
     return EXIT_SOME_DUMPS_FAILED if counts["failed"] else EXIT_OK
 
 
-COMMANDS = {"info": _info, "nlist": _nlist, "read": _read, "dmesg": _dmesg}
+COMMANDS = {
+    "info": _info,
+    "nlist": _nlist,
+    "read": _read,
+    "dmesg": _dmesg,
+    "ps": _ps,
+    "bt": _bt,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

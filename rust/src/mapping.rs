@@ -5,6 +5,8 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use memmap2::{Mmap, MmapOptions};
 
@@ -33,22 +35,13 @@ pub trait Medium: Send + Sync {
     }
 }
 
-/// A regular file mapped read-only. The mapping survives the descriptor being closed.
+/// A regular file mapped read-only. The mapping survives the descriptor being closed
+/// (shared exec files outlive their handles and hold no descriptor).
 pub struct MappedFile {
     map: Option<Mmap>,
-    /// Kept for `copy_at`; None for mappings that must hold no descriptor (shared exec
-    /// files outlive their handles).
-    file: Option<File>,
 }
 
 impl MappedFile {
-    /// Maps `file` (of `len` bytes, from the caller's fstat) and keeps it for `copy_at`.
-    pub fn with_file(file: File, len: u64) -> io::Result<MappedFile> {
-        let mut mapped = MappedFile::map(&file, len)?;
-        mapped.file = Some(file);
-        Ok(mapped)
-    }
-
     /// Maps `file`; the mapping holds no descriptor.
     pub fn map_only(file: &File) -> io::Result<MappedFile> {
         MappedFile::map(file, file.metadata()?.len())
@@ -56,10 +49,7 @@ impl MappedFile {
 
     fn map(file: &File, len: u64) -> io::Result<MappedFile> {
         if len == 0 {
-            return Ok(MappedFile {
-                map: None,
-                file: None,
-            });
+            return Ok(MappedFile { map: None });
         }
         // SAFETY: `Mmap` hands out `&[u8]` over the file's pages, which is sound while no one
         // changes those bytes or shortens the file as long as the map lives.
@@ -78,10 +68,7 @@ impl MappedFile {
                 .len(usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?)
                 .map(file)?
         };
-        Ok(MappedFile {
-            map: Some(map),
-            file: None,
-        })
+        Ok(MappedFile { map: Some(map) })
     }
 
     pub fn as_slice(&self) -> &[u8] {
@@ -100,18 +87,72 @@ impl Medium for MappedFile {
         let end = start.saturating_add(len).min(all.len());
         Ok(Cow::Borrowed(all.get(start..end).unwrap_or(&[])))
     }
+}
+
+/// A dump file read with `pread` for its first few small reads (the headers, notes and
+/// VMCOREINFO an open needs) and mapped at the first read past them. An open and close
+/// that touch only headers then cost no mmap, no page faults and no munmap, which together
+/// were most of a small dump's open; the reads of kernel memory after it copy straight
+/// from the mapping. A mapping that fails (address space) leaves `pread` for everything.
+pub struct LazyMappedFile {
+    file: File,
+    len: u64,
+    map: OnceLock<Option<MappedFile>>,
+    small_reads: AtomicUsize,
+}
+
+/// Reads before the mapping: an ELF or kdump open makes about ten.
+const PREAD_READS: usize = 32;
+/// The largest read served by `pread` before the mapping.
+const PREAD_MAX: usize = 64 << 10;
+
+impl LazyMappedFile {
+    /// `file` of `len` bytes (the caller's fstat), not mapped yet.
+    pub fn new(file: File, len: u64) -> LazyMappedFile {
+        LazyMappedFile {
+            file,
+            len,
+            map: OnceLock::new(),
+            small_reads: AtomicUsize::new(0),
+        }
+    }
+
+    fn mapped(&self) -> Option<&MappedFile> {
+        self.map
+            .get_or_init(|| MappedFile::map(&self.file, self.len).ok())
+            .as_ref()
+    }
+
+    /// Bytes at `offset` by `pread`, at most what the file holds there.
+    fn pread(&self, offset: u64, len: usize) -> io::Result<Cow<'_, [u8]>> {
+        let left = usize::try_from(self.len.saturating_sub(offset)).unwrap_or(usize::MAX);
+        let mut buf = vec![0u8; len.min(left)];
+        let n = pread_full(&self.file, offset, &mut buf)?;
+        buf.truncate(n);
+        Ok(Cow::Owned(buf))
+    }
+}
+
+impl Medium for LazyMappedFile {
+    fn size(&self) -> u64 {
+        self.len
+    }
+
+    fn bytes_at(&self, offset: u64, len: usize) -> io::Result<Cow<'_, [u8]>> {
+        if self.map.get().is_none()
+            && len <= PREAD_MAX
+            && self.small_reads.fetch_add(1, Ordering::Relaxed) < PREAD_READS
+        {
+            return self.pread(offset, len);
+        }
+        match self.mapped() {
+            Some(map) => map.bytes_at(offset, len),
+            None => self.pread(offset, len),
+        }
+    }
 
     fn copy_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        match &self.file {
-            Some(file) => pread_full(file, offset, buf),
-            None => {
-                let bytes = self.bytes_at(offset, buf.len())?;
-                buf.get_mut(..bytes.len())
-                    .unwrap_or(&mut [])
-                    .copy_from_slice(&bytes);
-                Ok(bytes.len())
-            }
-        }
+        pread_full(&self.file, offset, buf)
     }
 }
 

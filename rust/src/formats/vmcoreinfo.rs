@@ -34,25 +34,30 @@ impl VmcoreInfo {
         VmcoreInfo::index(String::from_utf8_lossy(text).into_owned())
     }
 
+    /// The ranges of one line's key and value (`KEY=VALUE`, surrounding blanks trimmed),
+    /// found at `at` in the text; None for a line with no `=` or an empty key.
+    fn split_line(line: &[u8], at: usize) -> Option<(Range<usize>, Range<usize>)> {
+        let eq = memchr::memchr(b'=', line)?;
+        let key = trimmed_ascii(line, 0, eq, at)?;
+        let value = trimmed_ascii(line, eq.checked_add(1)?, line.len(), at)?;
+        (!key.is_empty()).then_some((key, value))
+    }
+
     fn index(text: String) -> VmcoreInfo {
         let mut info = VmcoreInfo {
             text,
             lines: Vec::new(),
             by_key: Vec::new(),
         };
-        // Offsets into the text: none reaches past its length.
+        // Byte offsets into the text (ASCII `\n`, `=` and blanks are char boundaries).
+        let bytes = info.text.as_bytes();
         let mut at = 0usize;
-        for line in info.text.split_inclusive('\n') {
-            if let Some((key, value)) = line.split_once('=') {
-                let value_at = at.checked_add(key.len()).and_then(|n| n.checked_add(1));
-                let ranges = (trimmed(key, at), value_at.and_then(|v| trimmed(value, v)));
-                if let (Some(key), Some(value)) = ranges {
-                    if !key.is_empty() {
-                        info.lines.push((key, value));
-                    }
-                }
+        while let Some(rest) = bytes.get(at..).filter(|rest| !rest.is_empty()) {
+            let len = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+            if let Some(line) = VmcoreInfo::split_line(rest.get(..len).unwrap_or(&[]), at) {
+                info.lines.push(line);
             }
-            let Some(next) = at.checked_add(line.len()) else {
+            let Some(next) = at.checked_add(len).and_then(|n| n.checked_add(1)) else {
                 break;
             };
             at = next;
@@ -135,7 +140,10 @@ impl VmcoreInfo {
             }
             text.extend_from_slice(source);
         }
-        VmcoreInfo::index(String::from_utf8_lossy(&text).into_owned())
+        // Real VMCOREINFO is ASCII: no copy then; anything else is decoded with U+FFFD.
+        let text = String::from_utf8(text)
+            .unwrap_or_else(|bad| String::from_utf8_lossy(bad.as_bytes()).into_owned());
+        VmcoreInfo::index(text)
     }
 
     /// `(key, value)` in the order the kernel wrote them.
@@ -188,10 +196,20 @@ impl VmcoreInfo {
     }
 }
 
-/// The range of `text` (found at `offset`) without surrounding white space.
-fn trimmed(text: &str, offset: usize) -> Option<Range<usize>> {
-    let start = offset.checked_add(text.len().checked_sub(text.trim_start().len())?)?;
-    Some(start..start.checked_add(text.trim().len())?)
+/// `line[from..to]` without surrounding ASCII blanks, as a range of the text the line
+/// starts at `at` in.
+fn trimmed_ascii(line: &[u8], from: usize, to: usize, at: usize) -> Option<Range<usize>> {
+    let part = line.get(from..to)?;
+    let start = part.iter().position(|b| !b.is_ascii_whitespace());
+    let (start, end) = match start {
+        Some(start) => {
+            let end = part.iter().rposition(|b| !b.is_ascii_whitespace())?;
+            (start, end.checked_add(1)?)
+        }
+        None => (0, 0),
+    };
+    let base = at.checked_add(from)?;
+    Some(base.checked_add(start)?..base.checked_add(end)?)
 }
 
 pub fn parse_hex(text: &str) -> Option<u64> {

@@ -18,7 +18,7 @@ use crate::formats::vmcoreinfo::{VmcoreInfo, MAX_VMCOREINFO};
 use crate::formats::{self, Core, Origin, VmcoreinfoSource};
 use crate::identity::{self, Identity};
 use crate::kernel::kallsyms;
-use crate::mapping::{read_bounded, MappedFile, Medium, PreadFile};
+use crate::mapping::{read_bounded, LazyMappedFile, MappedFile, Medium, PreadFile};
 use crate::symbols::{cache as exec_cache, ExecBytes, ExecFile};
 use crate::translate::KernelLayout;
 
@@ -134,9 +134,9 @@ fn medium_of(path: &[u8], opened: &OpenedCore, access: i32) -> Result<Arc<dyn Me
     Ok(match opened.origin {
         // A dump opened for writing is read with pread: no mapped slice may alias a page
         // that kvm_write is rewriting.
-        Origin::Dump if access == libc::O_RDONLY => Arc::new(
-            MappedFile::with_file(reader, opened.meta.len()).map_err(|e| Error::os(path, &e))?,
-        ),
+        Origin::Dump if access == libc::O_RDONLY => {
+            Arc::new(LazyMappedFile::new(reader, opened.meta.len()))
+        }
         Origin::Dump => Arc::new(PreadFile::new(reader, opened.meta.len())),
         Origin::Procfs | Origin::DevMem => Arc::new(PreadFile::new(reader, u64::MAX)),
     })

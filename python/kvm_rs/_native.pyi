@@ -11,8 +11,11 @@ __all__ = [
     "ScanStream",
     "clear_exec_cache",
     "exec_cache_stats",
+    "loadavg",
+    "modules",
     "open_session",
     "scan_stream",
+    "system",
     "tasks",
 ]
 
@@ -64,3 +67,8 @@ def tasks(
     bool,
     list[str],
 ]: ...
+def modules(
+    handle: Handle,
+) -> tuple[list[tuple[str, int, int, int, str | None, int]], bool, list[str]]: ...
+def loadavg(handle: Handle) -> list[str]: ...
+def system(handle: Handle) -> dict[str, Any]: ...

@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar, Union, cast
 
 from . import _conventions, _native, paths
-from ._triage import ProcList, proc_list
+from ._triage import (
+    ModuleList,
+    ProcList,
+    TriageReport,
+    load_averages,
+    module_list,
+    proc_list,
+    triage_report,
+)
 from .errors import KvmError
 
 StrPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
@@ -420,6 +428,36 @@ class Kvm:
             _native.crashed_stack, self._session
         )
         return [Frame(pc, symbol, offset, None, reliable) for pc, symbol, offset, reliable in raw]
+
+    def modules(self) -> ModuleList:
+        """The loaded modules, in the kernel's list order, read from the `modules` list with
+        the kernel's BTF types (`mem[MOD_TEXT]` since 6.4, `core_layout` before, else
+        `module_core`). A list that loops or leads outside the dump ends there, with
+        `.complete` False and `.problems` saying why. Raises KvmError (no BTF: the SPEC's
+        no-BTF message). Runs without the GIL; Ctrl-C stops it."""
+        return module_list(self._call(_native.modules, self._session))
+
+    def loadavg(self) -> tuple[float, float, float]:
+        """The 1, 5 and 15-minute load averages (`avenrun`) as /proc/loadavg prints them,
+        as floats (`0.56`, not avenrun / 2048). Needs no BTF. Raises KvmError (no symbol
+        `avenrun`, its page not in the dump). Runs without the GIL."""
+        return load_averages(self._call(_native.loadavg, self._session))
+
+    def triage(self) -> TriageReport:
+        """One report of the crash and the system (SPEC §14): see `TriageReport`. Reads the
+        task list, the module list, the system facts and the kernel log with the kernel's
+        BTF types and no debug info. Raises KvmError (no BTF; a symbol table of text
+        symbols only). Runs without the GIL; Ctrl-C stops it."""
+        procs = self.tasks()
+        modules = self.modules()
+        system: dict[str, Any] = self._call(_native.system, self._session)
+        crash_time = self.info.vmcoreinfo.get("CRASHTIME")
+        return triage_report(
+            system,
+            int(crash_time) if crash_time is not None and crash_time.isdigit() else None,
+            procs,
+            modules,
+        )
 
     def _nlist_raw(self, names: list[bytes]) -> list[tuple[int, int] | None]:
         result: list[tuple[int, int] | None] = self._call(self._session.nlist, names)

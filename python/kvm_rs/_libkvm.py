@@ -15,6 +15,7 @@ from ._handle import (
     _bytes_of,
     _check_names,
     _CoreSymbols,
+    _integer,
     _open_native,
 )
 from ._triage import KERN_PROC_ALL, Proc, select
@@ -170,3 +171,19 @@ def getprocs(kd: Kvm, op: int = KERN_PROC_ALL, arg: int = 0) -> list[Proc] | Non
     if selected is None:
         kd._record(KvmError(f"kvm_getprocs: invalid op {op}"))
     return selected
+
+
+def getloadavg(kd: Kvm, nelem: int = 3) -> list[float] | None:
+    """kvm_getloadavg(3): the first `min(nelem, 3)` of the 1, 5 and 15-minute load averages
+    as /proc/loadavg prints them. C fills `loadavg[]` and returns the count; here the list's
+    length is that count. None, with the error in `geterr(kd)`, where C returns -1: no
+    symbol `avenrun`, its page not in the dump, a closed handle, or a negative `nelem`."""
+    count = _integer(nelem, "nelem")
+    if count < 0:
+        kd._record(KvmError(f"kvm_getloadavg: invalid nelem {count}"))
+        return None
+    try:
+        averages = kd.loadavg()
+    except KvmError:
+        return None
+    return list(averages[:count])

@@ -12,8 +12,11 @@ __all__ = [
     "clear_exec_cache",
     "crashed_stack",
     "exec_cache_stats",
+    "loadavg",
+    "modules",
     "open_session",
     "scan_stream",
+    "system",
     "tasks",
 ]
 
@@ -70,3 +73,8 @@ def tasks(
     bool,
     list[str],
 ]: ...
+def modules(
+    handle: Handle,
+) -> tuple[list[tuple[str, int, int, int, str | None, int]], bool, list[str]]: ...
+def loadavg(handle: Handle) -> list[str]: ...
+def system(handle: Handle) -> dict[str, Any]: ...

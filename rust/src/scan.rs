@@ -13,7 +13,7 @@ use std::sync::{Mutex, PoisonError};
 
 use crate::cancel::Cancel;
 use crate::errors::{CoreFault, Error};
-use crate::kernel::dmesg::Record;
+use crate::kernel::dmesg::panic_message;
 use crate::session::{DumpFacts, Info, OpenRequest, Session};
 
 /// `struct new_utsname`: six fields of 65 bytes; the release is the third.
@@ -56,26 +56,6 @@ impl Report {
     fn split_part(&self) -> bool {
         self.info.as_ref().is_some_and(|i| i.pfn_range.is_some())
     }
-}
-
-/// What the kernel said when it died: the panic line, else the first oops or BUG line.
-pub fn panic_message(records: &[Record]) -> Option<String> {
-    const PANIC: &str = "Kernel panic - not syncing: ";
-    let lines = || records.iter().flat_map(|r| r.text.split('\n'));
-    // The first panic line; the last one is the "---[ end Kernel panic ... ]---" trailer.
-    if let Some(line) = lines().find(|l| l.contains(PANIC)) {
-        let at = line.find(PANIC).unwrap_or(0) + PANIC.len();
-        let message = line.get(at..).unwrap_or(line);
-        return Some(message.trim_end_matches(" ]---").trim().to_owned());
-    }
-    lines()
-        .find(|l| {
-            l.starts_with("BUG: ")
-                || l.contains("kernel BUG at")
-                || l.starts_with("Oops: ")
-                || l.contains("general protection fault")
-        })
-        .map(|l| l.trim().to_owned())
 }
 
 /// Reads the release at `init_uts_ns` through the kernel's page tables and compares it
@@ -362,6 +342,7 @@ pub fn scan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::dmesg::Record;
 
     fn record(text: &str) -> Record {
         Record {

@@ -32,6 +32,9 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(clear_exec_cache, module)?)?;
     module.add_function(wrap_pyfunction!(exec_cache_stats, module)?)?;
     module.add_function(wrap_pyfunction!(triage::tasks, module)?)?;
+    module.add_function(wrap_pyfunction!(triage::modules, module)?)?;
+    module.add_function(wrap_pyfunction!(triage::loadavg, module)?)?;
+    module.add_function(wrap_pyfunction!(triage::system, module)?)?;
     module.add("KVM_NO_FILES", crate::session::KVM_NO_FILES)?;
     module.add("PATH_MAX", crate::session::PATH_MAX)?;
     Ok(())

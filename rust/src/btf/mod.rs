@@ -552,6 +552,89 @@ impl Btf {
         None
     }
 
+    /// The enumerators of an enum (`Enum` or `Enum64`, after resolving modifiers):
+    /// `(name_off, value)`, signed where the enum says so (`kind_flag`).
+    pub fn enumerators(&self, id: u32) -> Vec<(u32, i64)> {
+        let Some(ty) = self.resolve(id).and_then(|id| self.get(id)) else {
+            return Vec::new();
+        };
+        let wide = match ty.kind {
+            Kind::Enum => false,
+            Kind::Enum64 => true,
+            _ => return Vec::new(),
+        };
+        let per = if wide { 12 } else { 8 };
+        (0..usize::from(ty.vlen))
+            .filter_map(|i| {
+                let at = ty.extra.checked_add(i.checked_mul(per)?)?;
+                let name_off = self.u32_at(at)?;
+                let low = self.u32_at(at.checked_add(4)?)?;
+                let value = if wide {
+                    let high = self.u32_at(at.checked_add(8)?)?;
+                    let raw = u64::from(high) << 32 | u64::from(low);
+                    i64::from_ne_bytes(raw.to_ne_bytes())
+                } else if ty.kind_flag {
+                    i64::from(i32::from_ne_bytes(low.to_ne_bytes()))
+                } else {
+                    i64::from(low)
+                };
+                Some((name_off, value))
+            })
+            .collect()
+    }
+
+    /// The value of the enumerator `name`, in the first enum that has one.
+    pub fn enumerator(&self, name: &str) -> Option<i64> {
+        let name = name.as_bytes();
+        (1..=self.offsets.len()).find_map(|id| {
+            let id = u32::try_from(id).ok()?;
+            let ty = self.get(id)?;
+            if !matches!(ty.kind, Kind::Enum | Kind::Enum64) {
+                return None;
+            }
+            self.enumerators(id)
+                .into_iter()
+                .find(|(off, _)| self.name_is(*off, name))
+                .map(|(_, value)| value)
+        })
+    }
+
+    /// The name of the enumerator of enum `id` whose value is `value`.
+    pub fn enumerator_name(&self, id: u32, value: i64) -> Option<&[u8]> {
+        let (off, _) = self
+            .enumerators(id)
+            .into_iter()
+            .find(|(_, v)| *v == value)?;
+        self.string(off)
+    }
+
+    /// The first struct, named `name` or anonymous (`name` empty), that declares every
+    /// member of `members` itself: how an anonymous struct (`tk_core`'s) is found.
+    pub fn find_struct_with(&self, name: &str, members: &[&str]) -> Option<u32> {
+        let name = name.as_bytes();
+        (1..=self.offsets.len()).find_map(|id| {
+            let id = u32::try_from(id).ok()?;
+            let ty = self.get(id)?;
+            let named = if name.is_empty() {
+                ty.name_off == 0
+            } else {
+                self.name_is(ty.name_off, name)
+            };
+            if ty.kind != Kind::Struct || !named || usize::from(ty.vlen) < members.len() {
+                return None;
+            }
+            let declared = self.members(id);
+            members
+                .iter()
+                .all(|m| {
+                    declared
+                        .iter()
+                        .any(|(off, _)| *off != 0 && self.name_is(*off, m.as_bytes()))
+                })
+                .then_some(id)
+        })
+    }
+
     /// The kind of `id` after resolving modifiers.
     pub fn kind(&self, id: u32) -> Option<Kind> {
         let id = self.resolve(id)?;

@@ -336,3 +336,43 @@ fn strings_are_bounded() {
     assert_eq!(btf.string(u32::MAX), None);
     assert!(!btf.name_is(u32::MAX, b"x"));
 }
+
+#[test]
+fn enumerators_and_structs_found_by_members() {
+    for big_endian in [false, true] {
+        let mut b = Builder::new(big_endian);
+        let int = b.int("int", 4, true); // 1
+        let (live, going) = (b.name("MODULE_STATE_LIVE"), b.name("MODULE_STATE_GOING"));
+        let state = b.record("module_state", 6, 2, false, 4, &[live, 0, going, 2]); // 2
+        let neg = b.name("PANIC_CPU_INVALID");
+        let signed = b.record("", 6, 1, true, 4, &[neg, u32::MAX]); // 3
+        let big = b.name("BIG");
+        let wide = b.record("wide", 19, 1, false, 8, &[big, 1, 2]); // 4
+        let seq = b.compound(4, "", 8, &[("seq", int, 0, 0), ("timekeeper", int, 64, 0)]); // 5
+        let named = b.compound(
+            4,
+            "tk_data",
+            8,
+            &[("seq", int, 0, 0), ("timekeeper", int, 64, 0)],
+        );
+        let btf = Btf::parse(b.build()).unwrap();
+        assert_eq!(btf.enumerator("MODULE_STATE_GOING"), Some(2));
+        assert_eq!(btf.enumerator("PANIC_CPU_INVALID"), Some(-1));
+        assert_eq!(btf.enumerator("BIG"), Some(0x2_0000_0001));
+        assert_eq!(btf.enumerator("NOPE"), None);
+        assert_eq!(
+            btf.enumerator_name(state, 0),
+            Some(&b"MODULE_STATE_LIVE"[..])
+        );
+        assert_eq!(btf.enumerator_name(state, 1), None);
+        assert_eq!(btf.enumerators(signed).len(), 1);
+        assert_eq!(btf.enumerators(wide).len(), 1);
+        assert!(btf.enumerators(int).is_empty());
+        assert_eq!(btf.find_struct_with("", &["seq", "timekeeper"]), Some(seq));
+        assert_eq!(
+            btf.find_struct_with("tk_data", &["timekeeper"]),
+            Some(named)
+        );
+        assert_eq!(btf.find_struct_with("", &["seq", "nothing"]), None);
+    }
+}

@@ -320,6 +320,25 @@ fn variable_length(
     Ok(out)
 }
 
+/// What the kernel said when it died: the message of the first panic line, else the first
+/// oops or BUG line (what `scan` and `Kvm.triage` report).
+pub fn panic_message(records: &[Record]) -> Option<String> {
+    const PANIC: &str = "Kernel panic - not syncing: ";
+    let lines = || records.iter().flat_map(|r| r.text.split('\n'));
+    // The first panic line; the last one is the "---[ end Kernel panic ... ]---" trailer.
+    if let Some((_, message)) = lines().find_map(|l| l.split_once(PANIC)) {
+        return Some(message.trim_end_matches(" ]---").trim().to_owned());
+    }
+    lines()
+        .find(|l| {
+            l.starts_with("BUG: ")
+                || l.contains("kernel BUG at")
+                || l.starts_with("Oops: ")
+                || l.contains("general protection fault")
+        })
+        .map(|l| l.trim().to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

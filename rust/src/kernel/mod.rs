@@ -1,15 +1,35 @@
 //! Decoders of kernel data structures that need nothing but a reader of kernel memory and
-//! the machine's word layout (no debug info): the kernel log, the kallsyms tables, and (with
-//! layouts from BTF) the task list.
+//! the machine's word layout (no debug info): the kernel log, the kallsyms tables, the system
+//! facts (load average, taint, uptime, CPUs), and (with layouts from BTF) the task and
+//! module lists.
 
 #![deny(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 
 pub mod dmesg;
 pub mod kallsyms;
+pub mod modules;
+pub mod system;
 pub mod tasks;
 
+use crate::btf::Btf;
 use crate::errors::Error;
 use crate::formats::{Core, Fields};
+
+/// An error with the reason a read failed, where there is one (`invalid address (0x…):
+/// excluded`).
+pub fn describe(error: &Error) -> String {
+    match error.reason() {
+        Some(reason) => format!("{error}: {}", reason.text()),
+        None => error.to_string(),
+    }
+}
+
+/// The byte offset of a member path in struct `of`, or what BTF lacks (`"owner.path"`).
+pub fn member_offset(btf: &Btf, of: u32, path: &str, owner: &str) -> Result<u64, String> {
+    btf.offset_of(of, path)
+        .map(|(offset, _)| offset)
+        .ok_or_else(|| format!("{owner}.{path}"))
+}
 
 /// Reads kernel virtual memory: the bytes at an address, or why not.
 pub type ReadFn<'a> = &'a dyn Fn(u64, usize) -> Result<Vec<u8>, Error>;

@@ -15,7 +15,7 @@
 
 use std::collections::HashSet;
 
-use super::{ReadFn, Words};
+use super::{describe, member_offset, ReadFn, Words};
 use crate::btf::Btf;
 use crate::cancel::Cancel;
 use crate::errors::Error;
@@ -83,11 +83,7 @@ impl TaskLayout {
         let list = btf
             .find_struct("list_head")
             .ok_or_else(|| "struct list_head".to_owned())?;
-        let offset = |of: u32, path: &str, owner: &str| {
-            btf.offset_of(of, path)
-                .map(|(offset, _)| offset)
-                .ok_or_else(|| format!("{owner}.{path}"))
-        };
+        let offset = |of: u32, path: &str, owner: &str| member_offset(btf, of, path, owner);
         let int = |of: u32, path: &str, owner: &str| -> Result<Field, String> {
             let missing = || format!("{owner}.{path}");
             let (offset, member) = btf.offset_of(of, path).ok_or_else(missing)?;
@@ -215,15 +211,6 @@ pub fn state_letter(state: u64, exit_state: u64) -> char {
     // fls: 0 for R, the highest set bit's index plus one otherwise.
     let index = usize::try_from(u64::BITS.saturating_sub(report.leading_zeros())).unwrap_or(0);
     LETTERS.get(index).copied().unwrap_or('?')
-}
-
-/// An error with the reason a read failed, where there is one (`invalid address (0x…):
-/// excluded`).
-fn describe(error: &Error) -> String {
-    match error.reason() {
-        Some(reason) => format!("{error}: {}", reason.text()),
-        None => error.to_string(),
-    }
 }
 
 struct Walk<'a> {

@@ -10,6 +10,7 @@ mod facts;
 mod memory;
 mod open;
 mod stack;
+mod system;
 mod triage;
 
 use std::fs::File;
@@ -18,6 +19,7 @@ use std::sync::{Arc, OnceLock};
 pub use facts::{DumpFacts, Info};
 pub use open::{OpenRequest, KVM_NO_FILES, PATH_MAX};
 pub use stack::Frame;
+pub use system::SystemFacts;
 pub use triage::{BtfSource, MAX_BTF_BYTES};
 
 use crate::errors::{Error, Result};

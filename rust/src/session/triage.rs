@@ -7,6 +7,7 @@ use super::Session;
 use crate::btf::{Btf, BtfError};
 use crate::cancel::Cancel;
 use crate::errors::{Error, Result};
+use crate::kernel::modules::ModuleLayout;
 use crate::kernel::tasks::{self, TaskLayout, TaskList};
 use crate::kernel::Words;
 
@@ -27,6 +28,7 @@ pub enum BtfSource {
 pub(super) struct TriageCache {
     btf: OnceLock<Result<(Arc<Btf>, BtfSource)>>,
     tasks: OnceLock<Result<TaskLayout>>,
+    pub(super) modules: OnceLock<Result<ModuleLayout>>,
 }
 
 impl Session {
@@ -91,7 +93,7 @@ impl Session {
 
     /// The symbol table lacks `init_task`, which every kernel has: a kallsyms of text
     /// symbols only (the dump's own, on kernels built without CONFIG_KALLSYMS_ALL).
-    fn no_data_symbols(&self) -> Error {
+    pub(super) fn no_data_symbols(&self) -> Error {
         let path = self
             .exec()
             .map_or_else(|| self.core_path.clone(), |e| e.path.clone());
@@ -103,17 +105,24 @@ impl Session {
         }
     }
 
-    fn task_layout(&self, btf: &Btf, words: Words) -> Result<&TaskLayout> {
-        self.triage
-            .tasks
-            .get_or_init(|| {
-                TaskLayout::from_btf(btf, words).map_err(|missing| Error::Triage {
-                    path: self.core_path.clone(),
-                    what: format!("BTF has no {missing}"),
-                })
+    /// A layout read from BTF once per handle; what BTF lacks is the error.
+    pub(super) fn layout<'a, T>(
+        &self,
+        cell: &'a OnceLock<Result<T>>,
+        build: impl FnOnce() -> std::result::Result<T, String>,
+    ) -> Result<&'a T> {
+        cell.get_or_init(|| {
+            build().map_err(|missing| Error::Triage {
+                path: self.core_path.clone(),
+                what: format!("BTF has no {missing}"),
             })
-            .as_ref()
-            .map_err(Clone::clone)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+    }
+
+    fn task_layout(&self, btf: &Btf, words: Words) -> Result<&TaskLayout> {
+        self.layout(&self.triage.tasks, || TaskLayout::from_btf(btf, words))
     }
 
     /// `kvm_getprocs`: every task reachable from `init_task` (SPEC §14).

@@ -78,6 +78,7 @@ def test_every_command_prints_only_listed_fields(corpus: Corpus, tmp_path: Path)
         ["dmesg", "-M", dump],
         ["ps", "-M", dump],
         ["bt", "-M", dump],
+        ["triage", "-M", dump],
         ["scan", dump, str(tmp_path / "missing")],
         ["info", "-M", str(tmp_path / "missing")],
     ):
@@ -251,6 +252,21 @@ def test_bt_prints_the_crashed_tasks_frames(corpus: Corpus) -> None:
     assert [f["symbol"] for f in frames] == truth
     assert [f["index"] for f in frames] == list(range(len(truth)))
     assert all(f["pc"].startswith("0xffffffff") and f["reliable"] for f in frames)
+
+
+def test_triage_prints_the_report(corpus: Corpus) -> None:
+    truth = triage_truth(corpus, KDUMP)
+    [report] = records(run("triage", "--json", "-M", corpus.dump(KDUMP)).stdout)
+    assert report["kind"] == "triage"
+    assert report["release"] == truth["release"]
+    assert report["panic_message"] == truth["panic"]
+    assert report["task_count"] == len(truth["tasks"])
+    assert [(m["name"], m["base"]) for m in report["modules"]] == [
+        (m["name"], m["text_base"]) for m in truth["modules"]
+    ]
+    text = run("triage", "-M", corpus.dump(KDUMP)).stdout
+    assert f"      KERNEL: {truth['release']}" in text.splitlines()
+    assert f"       PANIC: {truth['panic']} (CPU 0" in text
 
 
 def test_bt_pid_is_a_usage_error_when_not_a_number() -> None:
@@ -533,7 +549,8 @@ def argument_vectors(corpus: Corpus, tmp_path: Path, count: int) -> list[list[st
     folder.mkdir()
     shutil.copy(text, folder / "dmesg.1")
     words = [
-        "info", "nlist", "read", "dmesg", "scan", "ps", "bt", "-M", "-N", "--json", "--raw",
+        "info", "nlist", "read", "dmesg", "scan", "ps", "bt", "triage", "-M", "-N", "--json",
+        "--raw",
         "-q", "-v", "--threads", "--vmcoreinfo", "--version", "--help", "-h", "--", "-", "",
         "0", "-1",
         "0x", "0xffffffffffffffff", "0x10000000000000000", "1e9", "nan", "jiffies",
@@ -544,7 +561,7 @@ def argument_vectors(corpus: Corpus, tmp_path: Path, count: int) -> list[list[st
     rng = random.Random(20261201)
     vectors = []
     for _ in range(count):
-        vector = [rng.choice(["info", "nlist", "read", "dmesg", "scan", "ps", "bt"])]
+        vector = [rng.choice(["info", "nlist", "read", "dmesg", "scan", "ps", "bt", "triage"])]
         vector += [rng.choice(words) for _ in range(rng.randint(0, 6))]
         vectors.append(vector)
     return vectors

@@ -7,6 +7,7 @@ README's table is this table, and a test checks every command's output against i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator, Mapping
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from ._handle import LogRecord, console_lines
+from ._triage import TriageReport
 
 #: kind → its fields, in the order JSON prints them (after "kind").
 FIELDS: Mapping[str, tuple[str, ...]] = {
@@ -77,12 +79,14 @@ FIELDS: Mapping[str, tuple[str, ...]] = {
         "task",
     ),
     "frame": ("path", "pid", "index", "pc", "symbol", "offset", "module", "reliable"),
+    # The core file, then every field of Kvm.triage()'s report, in its order.
+    "triage": ("path", *(f.name for f in dataclasses.fields(TriageReport))),
     "error": ("path", "error", "reason"),
     "summary": ("ok", "warned", "failed", "interrupted", "seconds"),
 }
 
 #: Fields that hold kernel addresses: strings "0x…" in JSON, which loses integers above 2^53.
-ADDRESSES = frozenset({"kernel_offset", "value", "address", "task", "pc"})
+ADDRESSES = frozenset({"kernel_offset", "value", "address", "task", "pc", "base", "module"})
 
 
 @dataclass(frozen=True)
@@ -112,10 +116,18 @@ class Record:
 
 
 def _json_value(name: str, value: Any) -> Any:
+    """A field's value as JSON has it: addresses as "0x…" strings, at any depth (a triage
+    report's modules and frames), records as objects, tuples as arrays."""
     if name in ADDRESSES and isinstance(value, int) and not isinstance(value, bool):
         return f"{value:#x}"
-    if isinstance(value, tuple):
-        return list(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    elif isinstance(value, tuple) and hasattr(value, "_asdict"):
+        value = value._asdict()
+    if isinstance(value, dict):
+        return {key: _json_value(key, item) for key, item in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_json_value(name, item) for item in value]
     return value
 
 
@@ -211,6 +223,46 @@ def _frame_text(fields: Mapping[str, Any]) -> str:
     return f" #{fields['index']:<2} {fields['pc']:016x}  {guess}{where}{module}"
 
 
+def _triage_text(fields: Mapping[str, Any]) -> Iterator[str]:
+    """As crash's `sys`, then the crashed task's `bt`."""
+
+    def row(label: str, value: object) -> str:
+        return f"{label:>12}: {value}"
+
+    yield row("DUMPFILE", fields["path"])
+    yield row("KERNEL", _dash(fields["release"]))
+    yield row("MACHINE", _dash(fields["machine"]))
+    yield row("NODENAME", _dash(fields["nodename"]))
+    uptime = fields["uptime"]
+    if uptime is not None:
+        hours, rest = divmod(int(uptime), 3600)
+        yield row("UPTIME", f"{hours:02}:{rest // 60:02}:{rest % 60:02} ({uptime:.3f} s)")
+    else:
+        yield row("UPTIME", "-")
+    loadavg = fields["loadavg"]
+    yield row("LOAD AVERAGE", "-" if loadavg is None else ", ".join(f"{v:.2f}" for v in loadavg))
+    states = ", ".join(f"{letter} {count}" for letter, count in fields["task_states"])
+    incomplete = "" if fields["tasks_complete"] else f" [incomplete: {fields['tasks_reason']}]"
+    yield row("TASKS", f"{fields['task_count']} ({states}){incomplete}")
+    online = fields["online_cpus"]
+    online_text = "-" if online is None else ",".join(map(str, online))
+    yield row("CPUS", f"{_dash(fields['nr_cpus'])} (online {online_text})")
+    pages = fields["totalram_pages"]
+    yield row("MEMORY", "-" if pages is None else f"{pages} pages")
+    who = ""
+    if fields["crash_pid"] is not None:
+        who = f", pid {fields['crash_pid']} ({fields['crash_comm']})"
+    yield row("PANIC", f"{_dash(fields['panic_message'])} (CPU {_dash(fields['crash_cpu'])}{who})")
+    yield row("TAINTED", _dash(fields["taint_string"]))
+    names = " ".join(m.name for m in fields["modules"]) or "-"
+    yield row("MODULES", names if fields["modules_complete"] else f"{names} [incomplete]")
+    yield row("SIGNATURE", _dash(fields["signature"]))
+    for problem in fields["problems"]:
+        yield row("NOTE", problem)
+    for index, frame in enumerate(fields["backtrace"] or ()):
+        yield _frame_text({"index": index, **frame._asdict()})
+
+
 def _text(record: Record) -> str:
     fields = record.fields
     kind = record.kind
@@ -230,6 +282,8 @@ def _text(record: Record) -> str:
         return _task_text(fields)
     if kind == "frame":
         return _frame_text(fields)
+    if kind == "triage":
+        return "\n".join(_triage_text(fields))
     if kind == "error":
         return f"kvm-rs: {fields['error']}"
     if kind == "summary":

@@ -6,6 +6,7 @@
     kvm-rs dmesg [-M COREFILE]... [-N EXECFILE] [--json] [-q|-v]
     kvm-rs ps    [-M COREFILE]... [-N EXECFILE] [--json] [-q|-v]
     kvm-rs bt    [-M COREFILE]... [-N EXECFILE] [--json] [-q|-v] [PID]
+    kvm-rs triage [-M COREFILE]... [-N EXECFILE] [--json] [-q|-v]
     kvm-rs scan  [-N EXECFILE] [--threads N] [--json] [-q|-v] [PATH...]
 
 -M names the core file (BSD's memory file; once per part of a split dump), -N the symbol
@@ -232,6 +233,10 @@ def _parser() -> argparse.ArgumentParser:
         "pid", nargs="?", type=_pid, default=None, help="the task (default: the one that crashed)"
     )
 
+    triage = command("triage", "what crashed and the system it ran on, as crash's sys and bt")
+    _add_common(triage)
+    _add_json(triage)
+
     scan = command("scan", "validate many dumps in parallel; exit status 3 if any failed")
     _add_common(scan, core=False)
     _add_json(scan)
@@ -439,6 +444,13 @@ def _bt(kd: Kvm, args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def _triage(kd: Kvm, args: argparse.Namespace, out: Output) -> int:
+    report = kd.triage()
+    values = {f.name: getattr(report, f.name) for f in dataclasses.fields(report)}
+    out.emit(Record.of("triage", path=_shown(args), **values))
+    return EXIT_OK
+
+
 def report_record(report: ScanReport) -> Record:
     return Record.of("report", **report.as_dict())
 
@@ -496,6 +508,7 @@ COMMANDS = {
     "dmesg": _dmesg,
     "ps": _ps,
     "bt": _bt,
+    "triage": _triage,
 }
 
 

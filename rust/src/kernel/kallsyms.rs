@@ -54,6 +54,54 @@ pub fn decode(
     tables: &Tables,
     limit: Option<usize>,
 ) -> Result<Vec<CoreSymbol>, Error> {
+    // Grown as names decode: the count is the dump's claim.
+    let mut out = Vec::with_capacity(limit.unwrap_or(1 << 16).min(1 << 16));
+    decode_each(read, words, tables, limit, |value, letter, name| {
+        out.push(CoreSymbol {
+            value,
+            letter,
+            name: name.to_vec(),
+        });
+    })?;
+    Ok(out)
+}
+
+/// Every symbol as kallsyms text (`ADDRESS TYPE NAME` lines), decoded straight into it:
+/// no allocation per symbol.
+pub fn decode_text(read: ReadFn<'_>, words: Words, tables: &Tables) -> Result<Vec<u8>, Error> {
+    // About 40 bytes a line; grown as names decode.
+    let mut text = Vec::with_capacity(1 << 20);
+    decode_each(read, words, tables, None, |value, letter, name| {
+        push_hex16(&mut text, value);
+        text.extend_from_slice(&[b' ', letter, b' ']);
+        text.extend_from_slice(name);
+        text.push(b'\n');
+    })?;
+    Ok(text)
+}
+
+/// `value` as 16 lowercase hex digits.
+fn push_hex16(out: &mut Vec<u8>, value: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = [0u8; 16];
+    let mut rest = value;
+    for digit in &mut hex {
+        // The top nibble comes round to the bottom.
+        rest = rest.rotate_left(4);
+        *digit = DIGITS.get((rest & 0xf) as usize).copied().unwrap_or(b'0');
+    }
+    out.extend_from_slice(&hex);
+}
+
+/// Decodes the first `limit` symbols (all of them with None), handing each to `sink` as
+/// (runtime address, `nm` type letter, name).
+fn decode_each(
+    read: ReadFn<'_>,
+    words: Words,
+    tables: &Tables,
+    limit: Option<usize>,
+    mut sink: impl FnMut(u64, u8, &[u8]),
+) -> Result<(), Error> {
     let bad = |what: &str| Error::Core {
         path: Vec::new(),
         fault: crate::errors::CoreFault::Invalid(format!("kallsyms tables: {what}")),
@@ -104,8 +152,6 @@ pub fn decode(
         at: tables.names,
         buf: Vec::new().into_iter(),
     };
-    // Grown as names decode: `count` is the dump's claim.
-    let mut out = Vec::with_capacity(count.min(1 << 16));
     let mut total = 0usize;
     let mut expanded = Vec::with_capacity(MAX_NAME);
     for &offset in offsets.iter().take(count) {
@@ -147,13 +193,9 @@ pub fn decode(
         } else {
             relative_base.wrapping_add(u64::from(offset as u32))
         };
-        out.push(CoreSymbol {
-            value,
-            letter,
-            name: name.to_vec(),
-        });
+        sink(value, letter, name);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `kallsyms_names`, read forward in chunks (its length is not recorded anywhere).
@@ -175,19 +217,6 @@ impl NameStream<'_> {
         self.buf = chunk.into_iter();
         self.buf.next().ok_or(Error::ShortRead { addr: self.at })
     }
-}
-
-/// The symbols as kallsyms text (`ADDRESS TYPE NAME` lines).
-pub fn to_text(symbols: &[CoreSymbol]) -> Vec<u8> {
-    use std::io::Write;
-    // A capacity hint (a line is about 40 bytes).
-    let mut text = Vec::with_capacity(symbols.len().saturating_mul(40));
-    for sym in symbols {
-        let _ = write!(text, "{:016x} {} ", sym.value, char::from(sym.letter));
-        text.extend_from_slice(&sym.name);
-        text.push(b'\n');
-    }
-    text
 }
 
 #[cfg(test)]

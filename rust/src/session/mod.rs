@@ -92,6 +92,16 @@ impl Session {
         )
     }
 
+    /// The dump's kallsyms tables decoded whole, as kallsyms text.
+    fn core_symbols_text(&self) -> Result<Vec<u8>> {
+        let core = self.core.as_ref().ok_or(Error::BadNamelist)?;
+        let tables =
+            kallsyms::Tables::from_vmcoreinfo(&core.vmcoreinfo).ok_or(Error::BadNamelist)?;
+        let read = |addr: u64, len: usize| self.read_for_decoder(addr, len);
+        kallsyms::decode_text(&read, Words::of(core), &tables)
+            .map_err(|e| self.name_decoder_error(e))
+    }
+
     fn name_decoder_error(&self, error: Error) -> Error {
         match error {
             Error::Core { fault, .. } => Error::core(&self.core_path, fault),
@@ -174,8 +184,7 @@ impl Session {
             Symbols::File(exec) => Ok(exec),
             Symbols::Core(cell) => cell
                 .get_or_init(|| {
-                    let decoded = self.core_symbols(None).unwrap_or(Err(Error::BadNamelist))?;
-                    let text = kallsyms::to_text(&decoded);
+                    let text = self.core_symbols_text()?;
                     ExecFile::parse(&self.core_path, ExecBytes::Owned(text), true).map_err(
                         |fault| Error::Symbols {
                             path: self.core_path.clone(),

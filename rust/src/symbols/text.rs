@@ -44,7 +44,12 @@ fn parse_line(line: &[u8]) -> Option<(u64, u8, usize, &[u8])> {
 /// Hex digits to a number (at most 16 digits: no overflow).
 fn parse_hex(digits: &[u8]) -> Option<u64> {
     digits.iter().try_fold(0u64, |value, &c| {
-        let digit = char::from(c).to_digit(16)?;
+        let digit = match c {
+            b'0'..=b'9' => c.wrapping_sub(b'0'),
+            b'a'..=b'f' => c.wrapping_sub(b'a' - 10),
+            b'A'..=b'F' => c.wrapping_sub(b'A' - 10),
+            _ => return None,
+        };
         Some(value << 4 | u64::from(digit))
     })
 }

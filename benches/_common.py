@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any
 
 import kvm_rs
 
@@ -193,7 +193,7 @@ def fmt_ratio(peer: float | None, ours: float | None) -> str:
     return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x"
 
 
-Cell = tuple[Optional[Stats], Optional[str]]
+Cell = tuple[Stats | None, str | None]
 """A table cell's result: (timings, None) or (None, failure text)."""
 MISSING: Cell = (None, None)
 
@@ -246,16 +246,21 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> 
     for row in body:
         if len(row) != cols:
             raise ValueError(f"row has {len(row)} cells, table has {cols} columns")
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=False)]
     right = [i > 0 and all(_numeric(row[i]) for row in body) for i in range(cols)]
 
     def line(cells: Sequence[str]) -> str:
-        padded = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)]
+        padded = [
+            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)
+        ]
         return "| " + " | ".join(padded) + " |"
 
     rule = (
         "|"
-        + "|".join(("-" * (w + 1) + ":") if r else ("-" * (w + 2)) for w, r in zip(widths, right))
+        + "|".join(
+            ("-" * (w + 1) + ":") if r else ("-" * (w + 2))
+            for w, r in zip(widths, right, strict=True)
+        )
         + "|"
     )
     return "\n".join([line(headers), rule, *(line(row) for row in body)])
@@ -362,7 +367,7 @@ BLOCK = 4096
 WORD = 8
 SEED = 20261126
 
-Setup = Optional[Callable[[], Any]]
+Setup = Callable[[], Any] | None
 
 
 @dataclass

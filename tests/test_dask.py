@@ -43,7 +43,7 @@ def test_scan_over_two_workers_keeps_order(corpus: Corpus, client, tmp_path: Pat
     by_path = {r.path: r for r in reports}
     assert by_path[str(empty)].error == f"{empty}: empty file"
     assert by_path[str(text)].error == f"{text}: not a kernel core file"
-    for name, dump in zip(corpus.dumps, dumps):
+    for name, dump in zip(corpus.dumps, dumps, strict=False):
         report = by_path[str(dump)]
         assert report.ok, report.error
         assert report.osrelease == corpus.truth["dumps"][name]["vmcoreinfo_OSRELEASE"]

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import kvm_rs
 import pytest
@@ -68,7 +68,7 @@ ZEROED = 100
 #: "ADDR  hex bytes  |ascii|", the `kvm-rs read` hexdump.
 HEXDUMP_LINE = re.compile(r"([0-9a-f]{16})  ([0-9a-f]{2}(?: [0-9a-f]{2})*) *  \|(.*)\|")
 
-Outcome = Union[bytes, str]  # the bytes read, or the reason the read failed
+Outcome = bytes | str  # the bytes read, or the reason the read failed
 
 
 # -- independent parsing: truth.json, System.map, VMCOREINFO, console logs --------------------
@@ -548,7 +548,8 @@ def test_split_part_alone(
     for entry in own:  # what truth's readers read from this part alone, it reads too
         if not entry.all_parts:
             assert expected[hex(entry.address)] == entry.data, entry.what
-    got = {a: outcome(kd.read, int(a, 16), len(d)) for a, d in zip(expected, wanted.values())}
+    pairs = zip(expected, wanted.values(), strict=True)
+    got = {a: outcome(kd.read, int(a, 16), len(d)) for a, d in pairs}
     assert got == expected
     # Each part exercises every case: image bytes read, image page elsewhere, walk refused.
     outcomes = list(expected.values())

@@ -76,7 +76,7 @@ def dump_paths(corpus: Corpus) -> list[str]:
 def reports(corpus: Corpus, dump_paths: list[str]) -> dict[str, ScanReport]:
     """One scan of every corpus dump, no execfile (each dump is its own symbol source)."""
     result = kvm_rs.scan(dump_paths, threads=2)
-    return {name: report for name, report in zip(corpus.dumps, result)}
+    return {name: report for name, report in zip(corpus.dumps, result, strict=False)}
 
 
 def assert_matches_truth(report: ScanReport, corpus: Corpus, name: str) -> None:
@@ -131,7 +131,7 @@ def test_one_report_per_path_in_order(
     result = kvm_rs.scan(paths, threads=4)
     assert [r.path for r in result] == paths
     assert all(isinstance(r, ScanReport) for r in result)
-    for path, report in zip(paths, result):
+    for path, report in zip(paths, result, strict=False):
         if path in broken.expected:
             assert not report.ok
             assert report.error == broken.expected[path]
@@ -166,7 +166,7 @@ def test_broken_files_never_raise(broken: Broken, tmp_path: Path) -> None:
     }
     result = kvm_rs.scan(list(expected), threads=2)
     assert len(result) == len(expected)
-    for report, (path, message) in zip(result, expected.items()):
+    for report, (path, message) in zip(result, expected.items(), strict=False):
         assert report.path == path
         assert report.ok is False
         assert report.error == message
@@ -203,7 +203,7 @@ def test_execfile_of_the_same_kernel(
     corpus: Corpus, dump_paths: list[str], reports: dict[str, ScanReport], kind: str
 ) -> None:
     result = kvm_rs.scan(dump_paths, execfile=corpus.exec_path(kind), threads=2)
-    for name, report in zip(corpus.dumps, result):
+    for name, report in zip(corpus.dumps, result, strict=False):
         assert_matches_truth(report, corpus, name)
         # The exec file changes how the dump is opened, not what the dump is.
         assert report.exec_format == {"system.map": "system.map", "vmlinux": "elf"}[kind]
@@ -213,7 +213,7 @@ def test_execfile_of_the_same_kernel(
 def test_execfile_of_another_kernel_is_a_mismatch(corpus: Corpus, dump_paths: list[str]) -> None:
     result = kvm_rs.scan(dump_paths, execfile=str(corpus.kallsyms), threads=2)
     assert [r.path for r in result] == dump_paths
-    for path, report in zip(dump_paths, result):
+    for path, report in zip(dump_paths, result, strict=False):
         assert report.ok is False
         assert report.error is not None
         assert "does not match" in report.error

@@ -6,7 +6,7 @@ import operator
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar, Union, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from . import _conventions, _native, paths
 from ._triage import (
@@ -20,11 +20,11 @@ from ._triage import (
 )
 from .errors import KvmError
 
-StrPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+StrPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 #: A core file, or the parts of one split dump (`makedumpfile --split`), in any order.
-CorePaths = Union[StrPath, Sequence[StrPath]]
+CorePaths = StrPath | Sequence[StrPath]
 #: VMCOREINFO text (`KEY=VALUE` lines) that replaces the dump's own.
-VmcoreinfoText = Union[str, bytes]
+VmcoreinfoText = str | bytes
 
 _T = TypeVar("_T")
 
@@ -350,7 +350,7 @@ class Kvm:
         _check_names(names, "names")
         wanted = list(names)
         found = self._nlist_raw([os.fsencode(name) for name in wanted])
-        return {name: hit[1] for name, hit in zip(wanted, found) if hit is not None}
+        return {name: hit[1] for name, hit in zip(wanted, found, strict=False) if hit is not None}
 
     def read_physical(self, paddr: int, size: int) -> bytes:
         """`size` bytes of physical memory at `paddr`, with no address translation (any

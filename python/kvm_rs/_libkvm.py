@@ -117,7 +117,7 @@ def nlist(kd: Kvm, nl: Sequence[Nlist]) -> int:
     except KvmError:
         return -1
     missing = 0
-    for entry, hit in zip(entries, found):
+    for entry, hit in zip(entries, found, strict=False):
         if hit is None:
             missing += 1
         else:

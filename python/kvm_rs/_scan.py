@@ -9,7 +9,7 @@ import re
 import stat
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, fields
-from typing import Any, Union
+from typing import Any
 
 from . import _native
 from ._handle import StrPath, VmcoreinfoText, _CoreSymbols, _defaults, _fspath, _vmcoreinfo
@@ -93,7 +93,7 @@ def _unreadable(path: str, error: OSError) -> ScanReport:
 
 
 #: One entry of the expanded input: a file for the native scan, or a report made here.
-_Entry = Union[str, ScanReport]
+_Entry = str | ScanReport
 
 
 def _walk(folder: str, seen: set[tuple[int, int]], out: list[_Entry]) -> None:

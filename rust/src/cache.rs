@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::errors::Error;
@@ -50,8 +51,30 @@ pub struct PageCache {
 
 #[derive(Default)]
 struct Inner {
-    pages: HashMap<u64, Arc<[u8]>>,
+    pages: HashMap<u64, Arc<[u8]>, BuildHasherDefault<KeyHasher>>,
     order: VecDeque<u64>,
+}
+
+/// One multiply (Fibonacci hashing) instead of SipHash on every warm read. Keys a reader
+/// picks to collide cost at most a probe through the cache's few entries (its capacity).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+        self.0 = self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 impl PageCache {

@@ -6,6 +6,7 @@
 
 pub mod dmesg;
 pub mod kallsyms;
+pub mod modules_text;
 pub mod tasks;
 
 use crate::errors::Error;

@@ -152,11 +152,11 @@ def test_frame_is_a_named_tuple(corpus: Corpus) -> None:
     assert first == kvm_rs.Frame(first.pc, "delay_tsc", 0x33, None, True)
 
 
-def test_another_pid_is_not_implemented(corpus: Corpus) -> None:
+def test_a_pid_gives_that_task(corpus: Corpus) -> None:
+    # Every task's stack: test_stacks_all.py.
     with kvm_rs.Kvm(str(corpus.system_map), str(corpus.dir / CORPUS_ELF)) as kd:
-        with pytest.raises(NotImplementedError, match=r"Kvm.stack\(pid=1\): only the crashed"):
-            kd.stack(1)
-        assert kd.stack(None)
+        assert kd.stack(1) == kd.stack(None) == kd.stack()
+        assert kd.stack(2)[0].symbol == "__schedule"
 
 
 def test_no_files_and_closed_handles() -> None:

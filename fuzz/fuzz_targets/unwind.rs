@@ -9,7 +9,9 @@
 
 use kvm_rs::formats::vmcoreinfo::VmcoreInfo;
 use kvm_rs::kernel::ReadFn;
-use kvm_rs::unwind::{aarch64::Aarch64, x86_64::X86_64, Env, Unwind, MAX_FRAMES, PR_REG_64};
+use kvm_rs::unwind::{
+    aarch64::Aarch64, x86_64::X86_64, Env, SavedLayout, Unwind, MAX_FRAMES, PR_REG_64,
+};
 use kvm_rs_fuzz::{fake_memory, MEMORY_BASE};
 use libfuzzer_sys::fuzz_target;
 
@@ -71,6 +73,7 @@ fuzz_target!(|data: &[u8]| {
         function_start: &function_start,
         vmcoreinfo: &info,
         big_endian: false,
+        module: &|_| None,
     };
     let unwinder: &dyn Unwind = if flags & 1 != 0 { &Aarch64 } else { &X86_64 };
     let mut prstatus = vec![0u8; PR_REG_64];
@@ -80,6 +83,17 @@ fuzz_target!(|data: &[u8]| {
     };
     let frames = unwinder.unwind(&env, &regs);
     assert!(frames.len() <= MAX_FRAMES);
+    // The same memory as a blocked task: its task_struct at the first register's address.
+    let layout = SavedLayout {
+        stack: 0x20,
+        task: vec![0x100, 0x108, 0x110],
+        frame: vec![40, 48, 56],
+    };
+    if let Some(&task) = regs.first() {
+        if let Ok(frames) = unwinder.blocked(&env, &layout, task) {
+            assert!(frames.len() <= MAX_FRAMES);
+        }
+    }
     if kvm_rs_fuzz::verbose() {
         for frame in &frames {
             eprintln!(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar, cast
 
 from . import _conventions, _native, paths
+from ._signature import signature
 from ._triage import (
     ModuleList,
     ProcList,
@@ -412,22 +413,34 @@ class Kvm:
         in the dump: the SPEC's no-BTF message). Runs without the GIL; Ctrl-C stops it."""
         return proc_list(self._call(_native.tasks, self._session))
 
-    def stack(self, pid: int | None = None) -> list[Frame]:
-        """The backtrace of the task that crashed (pid None): the CPU that panicked
-        (`panic_cpu`), from its registers in the dump's NT_PRSTATUS notes, unwound with the
-        kernel's ORC tables (x86_64) or frame records (aarch64); no debug info needed, but
-        a symbol table (exec file or CORE_SYMBOLS). Stops at the first user-space pc.
-        Raises KvmError where the dump has no crash registers or the machine no unwinder.
-        The GIL is released while it unwinds."""
-        if pid is not None:
-            raise NotImplementedError(
-                f"Kvm.stack(pid={pid!r}): only the crashed task's stack (pid=None) so far; "
-                "the backtraces of other tasks need the task list"
-            )
-        raw: list[tuple[int, str | None, int | None, bool]] = self._call(
-            _native.crashed_stack, self._session
+    def stack(self, pid: int | None = None, *, cpu: int | None = None) -> list[Frame]:
+        """The backtrace of a task, innermost first: pid None the task that crashed (the
+        CPU that panicked, `panic_cpu`); pid 0 the idle task of CPU `cpu` (default 0; the
+        idle tasks all have pid 0, `cpu` picks one and is only taken with pid 0); any other
+        pid that task. A task running on a CPU at the crash is unwound from that CPU's
+        registers (the dump's NT_PRSTATUS notes), any other from the context the scheduler
+        saved (x86_64 `thread.sp` -> `inactive_task_frame`, aarch64
+        `thread.cpu_context`). Unwound with the kernel's ORC tables (x86_64, modules'
+        too) or frame records (aarch64); a frame in a module is named by that module's own
+        symbols. No debug info needed, but a symbol table (exec file or CORE_SYMBOLS) and,
+        for a pid, BTF. Stops at the first user-space pc. Raises KvmError (no task with that
+        pid, no crash registers, a saved stack pointer off the task's stack, no unwinder
+        for the machine). Runs without the GIL; Ctrl-C stops it."""
+        if cpu is not None and pid != 0:
+            raise ValueError(f"Kvm.stack: cpu={cpu!r} picks an idle task: give it with pid=0")
+        if cpu is not None and cpu < 0:
+            raise ValueError(f"Kvm.stack: cpu={cpu!r} is negative")
+        raw: list[tuple[int, str | None, int | None, str | None, bool]] = self._call(
+            _native.stack, self._session, pid, cpu
         )
-        return [Frame(pc, symbol, offset, None, reliable) for pc, symbol, offset, reliable in raw]
+        return [Frame(*frame) for frame in raw]
+
+    def signature(self) -> str:
+        """The crash signature of SPEC §14: SHA-1 (hex) of the function names of the first
+        6 reliable frames of the crashed task's backtrace below the panic machinery, compiler
+        suffixes stripped (see `kvm_rs._signature`). The same bug gives the same signature
+        on every boot and through every dump format. Raises KvmError as `stack()`."""
+        return signature(self.stack())
 
     def modules(self) -> ModuleList:
         """The loaded modules, in the kernel's list order, read from the `modules` list with

@@ -10,12 +10,12 @@ __all__ = [
     "Handle",
     "ScanStream",
     "clear_exec_cache",
-    "crashed_stack",
     "exec_cache_stats",
     "loadavg",
     "modules",
     "open_session",
     "scan_stream",
+    "stack",
     "system",
     "tasks",
 ]
@@ -63,7 +63,9 @@ def scan_stream(
     defaults: dict[str, bytes],
     vmcoreinfo: bytes | None = None,
 ) -> ScanStream: ...
-def crashed_stack(handle: Handle) -> list[tuple[int, str | None, int | None, bool]]: ...
+def stack(
+    handle: Handle, pid: int | None = None, cpu: int | None = None
+) -> list[tuple[int, str | None, int | None, str | None, bool]]: ...
 def clear_exec_cache() -> None: ...
 def exec_cache_stats() -> tuple[int, int]: ...
 def tasks(

@@ -28,7 +28,7 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(handle::open_session, module)?)?;
     module.add_class::<scan::ScanStream>()?;
     module.add_function(wrap_pyfunction!(scan::scan_stream, module)?)?;
-    module.add_function(wrap_pyfunction!(unwind::crashed_stack, module)?)?;
+    module.add_function(wrap_pyfunction!(unwind::stack, module)?)?;
     module.add_function(wrap_pyfunction!(clear_exec_cache, module)?)?;
     module.add_function(wrap_pyfunction!(exec_cache_stats, module)?)?;
     module.add_function(wrap_pyfunction!(triage::tasks, module)?)?;

@@ -8,6 +8,7 @@
 pub mod dmesg;
 pub mod kallsyms;
 pub mod modules;
+pub mod modules_text;
 pub mod system;
 pub mod tasks;
 

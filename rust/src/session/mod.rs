@@ -9,7 +9,7 @@
 mod facts;
 mod memory;
 mod open;
-mod stack;
+pub mod stack;
 mod system;
 mod triage;
 
@@ -54,6 +54,8 @@ pub struct Session {
     _swap_file: Option<File>,
     /// BTF and the layouts read from it, loaded by the first triage call.
     triage: triage::TriageCache,
+    /// What backtraces of other tasks read once: layouts, the module list.
+    stacks: stack::StackCache,
 }
 
 impl Session {
@@ -69,6 +71,7 @@ impl Session {
             core_file: None,
             _swap_file: None,
             triage: triage::TriageCache::default(),
+            stacks: stack::StackCache::default(),
         }
     }
 

@@ -265,6 +265,7 @@ impl Session {
             core_file,
             _swap_file: swap_file,
             triage: Default::default(),
+            stacks: Default::default(),
         };
         if thin {
             session.check_kallsyms_sample()?;

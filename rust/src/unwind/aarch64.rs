@@ -9,7 +9,11 @@
 //! frame is added, marked unreliable, where x30 lies in another function than the pc and
 //! is not the return address the current record holds.
 
-use super::{Env, RawFrame, StackGuard, Unwind, MAX_FRAMES, PR_REG_64};
+use super::{
+    btf_offset, on_stack, saved_word, Env, RawFrame, SavedLayout, StackGuard, Unwind, MAX_FRAMES,
+    PR_REG_64,
+};
+use crate::btf::Btf;
 
 pub struct Aarch64;
 
@@ -21,6 +25,8 @@ const PC: usize = 32;
 const PSTATE: usize = 33;
 /// The kernel stacks' size (THREAD_SIZE with 4 KiB pages, no KASAN).
 const STACK_SIZE: u64 = 16 << 10;
+/// A frame record: two words.
+const RECORD: u64 = 16;
 /// Kernel addresses: the top of the address space (up to 52-bit VAs).
 const KERNEL_START: u64 = 0xfff0_0000_0000_0000;
 
@@ -57,59 +63,107 @@ impl Unwind for Aarch64 {
         if pstate & 0xf == 0 || !is_kernel(pc) {
             return frames;
         }
-        let mask = env
-            .vmcoreinfo
-            .number("KERNELPACMASK")
-            .map_or(0, |m| m as u64);
-        let record = |fp: u64| -> Option<(u64, u64)> {
-            if fp % 8 != 0 {
-                return None;
-            }
-            let pair = env.words(fp, 2)?;
-            Some((*pair.first()?, *pair.get(1)?))
-        };
+        let mask = pac_mask(env);
         frames.push(RawFrame::interrupted(pc));
         let lr = strip(lr, mask);
         if is_kernel(lr) {
-            let saved = record(fp).map(|(_, ret)| strip(ret, mask));
+            let saved = record(env, fp).map(|(_, ret)| strip(ret, mask));
             let caller = (env.function_start)(lr.saturating_sub(1));
             if caller.is_some() && caller != (env.function_start)(pc) && saved != Some(lr) {
                 frames.push(RawFrame::returned(lr, false));
             }
         }
-        let mut guard = StackGuard::new(STACK_SIZE);
-        let mut fp = fp;
-        while frames.len() < MAX_FRAMES && fp != 0 {
-            let Some((next, ret)) = record(fp) else {
-                break;
-            };
-            if next == 0 && ret == 0 {
-                break;
-            }
-            let ret = strip(ret, mask);
-            if !is_kernel(ret) {
-                break;
-            }
-            frames.push(RawFrame::returned(ret, true));
-            if next == 0 {
-                break;
-            }
-            if !guard.advance(fp, next) {
-                if let Some(last) = frames.last_mut() {
-                    last.reliable = false;
-                }
-                break;
-            }
-            fp = next;
-        }
+        records(env, mask, fp, &mut frames);
         frames
+    }
+
+    fn saved_layout(&self, btf: &Btf) -> Result<SavedLayout, String> {
+        let context =
+            |member: &str| btf_offset(btf, "task_struct", &format!("thread.cpu_context.{member}"));
+        Ok(SavedLayout {
+            stack: btf_offset(btf, "task_struct", "stack")?,
+            task: vec![context("fp")?, context("sp")?, context("pc")?],
+            frame: Vec::new(),
+        })
+    }
+
+    /// As `start_backtrace` from `thread_saved_fp`/`thread_saved_pc`: the saved pc (the
+    /// return address into `__switch_to` that `cpu_switch_to` kept) first, then the frame
+    /// records from the saved fp.
+    fn blocked(
+        &self,
+        env: &Env<'_>,
+        layout: &SavedLayout,
+        task: u64,
+    ) -> Result<Vec<RawFrame>, String> {
+        let [fp_at, sp_at, pc_at] = layout.task[..] else {
+            return Err("no saved-context layout".into());
+        };
+        let stack = saved_word(env, task.saturating_add(layout.stack), "task_struct.stack")?;
+        let fp = saved_word(env, task.saturating_add(fp_at), "cpu_context.fp")?;
+        let sp = saved_word(env, task.saturating_add(sp_at), "cpu_context.sp")?;
+        let pc = saved_word(env, task.saturating_add(pc_at), "cpu_context.pc")?;
+        on_stack(sp, stack, STACK_SIZE, RECORD)?;
+        let mask = pac_mask(env);
+        let pc = strip(pc, mask);
+        if !is_kernel(pc) {
+            return Err(format!("the saved pc {pc:#x} is not kernel text"));
+        }
+        let mut frames = vec![RawFrame::returned(pc, true)];
+        records(env, mask, fp, &mut frames);
+        Ok(frames)
+    }
+}
+
+fn pac_mask(env: &Env<'_>) -> u64 {
+    env.vmcoreinfo
+        .number("KERNELPACMASK")
+        .map_or(0, |m| m as u64)
+}
+
+/// The frame record at `fp`: (the caller's fp, the return address).
+fn record(env: &Env<'_>, fp: u64) -> Option<(u64, u64)> {
+    if fp % 8 != 0 {
+        return None;
+    }
+    let pair = env.words(fp, 2)?;
+    Some((*pair.first()?, *pair.get(1)?))
+}
+
+/// Follows the frame records from `fp` to the final one (two zeros), a user return
+/// address, or the bounds.
+fn records(env: &Env<'_>, mask: u64, fp: u64, frames: &mut Vec<RawFrame>) {
+    let mut guard = StackGuard::new(STACK_SIZE);
+    let mut fp = fp;
+    while frames.len() < MAX_FRAMES && fp != 0 {
+        let Some((next, ret)) = record(env, fp) else {
+            break;
+        };
+        if next == 0 && ret == 0 {
+            break;
+        }
+        let ret = strip(ret, mask);
+        if !is_kernel(ret) {
+            break;
+        }
+        frames.push(RawFrame::returned(ret, true));
+        if next == 0 {
+            break;
+        }
+        if !guard.advance(fp, next) {
+            if let Some(last) = frames.last_mut() {
+                last.reliable = false;
+            }
+            break;
+        }
+        fp = next;
     }
 }
 
 #[cfg(test)]
 #[allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 mod tests {
-    use super::super::testing::Fake;
+    use super::super::testing::{found, Fake};
     use super::*;
 
     const TEXT: u64 = 0xffff_8000_0801_0000;
@@ -155,10 +209,7 @@ mod tests {
         fake.put_u64(end, 0);
         fake.put_u64(end + 8, 0);
         let frames = fake.run(&Aarch64, &registers(TEXT + 0x10, TEXT + 0x104, fp1));
-        let found: Vec<(u64, u64, bool)> = frames
-            .iter()
-            .map(|f| (f.pc, f.lookup, f.reliable))
-            .collect();
+        let found = found(&frames);
         assert_eq!(
             found,
             vec![
@@ -201,6 +252,32 @@ mod tests {
         let frames = fake.run(&Aarch64, &registers(TEXT + 0x10, TEXT + 0x20, fp));
         assert!(frames.len() <= 2 + super::super::MAX_STACK_SWITCHES + 1);
         assert!(!frames.last().unwrap().reliable);
+    }
+
+    #[test]
+    fn a_blocked_task_from_its_cpu_context() {
+        let mut fake = kernel();
+        let layout = SavedLayout {
+            stack: 0x20,
+            task: vec![0x300, 0x308, 0x310],
+            frame: Vec::new(),
+        };
+        let task = 0xffff_0000_1000_0000u64;
+        let fp = STACK + 0x3e00;
+        fake.put_u64(task + 0x20, STACK);
+        fake.put_u64(task + 0x300, fp);
+        fake.put_u64(task + 0x308, STACK + 0x3d00);
+        fake.put_u64(task + 0x310, TEXT + 0x14); // into f0 (__switch_to)
+        fake.put_u64(fp, STACK + 0x3f00);
+        fake.put_u64(fp + 8, TEXT + 0x104);
+        fake.put_u64(STACK + 0x3f00, 0);
+        fake.put_u64(STACK + 0x3f08, 0);
+        let frames = fake.run_blocked(&Aarch64, &layout, task).unwrap();
+        let pcs: Vec<(u64, bool)> = frames.iter().map(|f| (f.pc, f.reliable)).collect();
+        assert_eq!(pcs, vec![(TEXT + 0x14, true), (TEXT + 0x104, true)]);
+        fake.put_u64(task + 0x308, STACK + 0x4000);
+        let error = fake.run_blocked(&Aarch64, &layout, task).unwrap_err();
+        assert!(error.contains("is not on the task's stack"), "{error}");
     }
 
     #[test]

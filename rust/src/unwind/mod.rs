@@ -14,6 +14,7 @@ pub mod aarch64;
 pub mod orc;
 pub mod x86_64;
 
+use crate::btf::Btf;
 use crate::formats::vmcoreinfo::VmcoreInfo;
 use crate::formats::Fields;
 use crate::kernel::ReadFn;
@@ -37,6 +38,25 @@ pub struct Env<'a> {
     pub function_start: &'a dyn Fn(u64) -> Option<u64>,
     pub vmcoreinfo: &'a VmcoreInfo,
     pub big_endian: bool,
+    /// The loaded module whose core text holds an address (its text and unwinding
+    /// tables); None for the kernel image, an unknown address, or no module list.
+    pub module: &'a dyn Fn(u64) -> Option<ModuleText>,
+}
+
+/// A loaded module's core text and, on x86_64, its ORC tables (`mod->arch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleText {
+    pub name: String,
+    pub base: u64,
+    pub size: u64,
+    /// `orc_unwind_ip`, `orc_unwind`, `num_orcs`.
+    pub orc: Option<(u64, u64, u64)>,
+}
+
+impl ModuleText {
+    pub fn contains(&self, addr: u64) -> bool {
+        addr >= self.base && addr.wrapping_sub(self.base) < self.size
+    }
 }
 
 impl Env<'_> {
@@ -104,6 +124,20 @@ impl RawFrame {
     }
 }
 
+/// Where a task that is not running keeps the context the scheduler saved, from BTF: the
+/// machine says which members it reads (x86_64: `thread.sp`, then `struct
+/// inactive_task_frame`'s `bp` and `ret_addr` at that sp; aarch64: `thread.cpu_context`'s
+/// `fp`, `sp` and `pc`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedLayout {
+    /// `task_struct.stack`: the base of the task's stack.
+    pub stack: u64,
+    /// Offsets in `task_struct` of the saved words, in the machine's order.
+    pub task: Vec<u64>,
+    /// Offsets in the frame the saved stack pointer points at, then its size (x86_64).
+    pub frame: Vec<u64>,
+}
+
 /// A machine's unwinder.
 pub trait Unwind: Sync {
     /// The registers of one `NT_PRSTATUS` descriptor, in the machine's `user_regs_struct`
@@ -112,6 +146,49 @@ pub trait Unwind: Sync {
 
     /// The frames from `registers`, innermost first (none for a CPU in user mode).
     fn unwind(&self, env: &Env<'_>, registers: &[u64]) -> Vec<RawFrame>;
+
+    /// Where a blocked task's saved context lies, or the first thing BTF lacks.
+    fn saved_layout(&self, btf: &Btf) -> Result<SavedLayout, String>;
+
+    /// The frames of a task that is not running (its `task_struct` at `task`), from the
+    /// context the scheduler saved, innermost first; or why they cannot be had (the saved
+    /// stack pointer is not on the task's stack, its page is not in the dump).
+    fn blocked(
+        &self,
+        env: &Env<'_>,
+        layout: &SavedLayout,
+        task: u64,
+    ) -> Result<Vec<RawFrame>, String>;
+}
+
+/// The byte offset of a dotted member path of struct `name`, or what BTF lacks.
+pub fn btf_offset(btf: &Btf, name: &str, path: &str) -> Result<u64, String> {
+    let id = btf
+        .find_struct(name)
+        .ok_or_else(|| format!("struct {name}"))?;
+    btf.offset_of(id, path)
+        .map(|(offset, _)| offset)
+        .ok_or_else(|| format!("{name}.{path}"))
+}
+
+/// The word at `addr`, or a message naming `what` could not be read.
+pub fn saved_word(env: &Env<'_>, addr: u64, what: &str) -> Result<u64, String> {
+    env.u64(addr)
+        .ok_or_else(|| format!("{what} at {addr:#x} is not in the dump"))
+}
+
+/// Checks that a saved stack pointer lies on the task's stack (`size` bytes from `base`),
+/// with `room` bytes above it.
+pub fn on_stack(sp: u64, base: u64, size: u64, room: u64) -> Result<(), String> {
+    let top = base.saturating_add(size);
+    let fits = sp >= base && sp.checked_add(room).is_some_and(|end| end <= top);
+    if fits {
+        Ok(())
+    } else {
+        Err(format!(
+            "the saved stack pointer {sp:#x} is not on the task's stack ({base:#x}-{top:#x})"
+        ))
+    }
 }
 
 /// `count` 64-bit words at byte `offset` of `raw`.
@@ -160,6 +237,7 @@ pub(crate) mod testing {
         pub words: BTreeMap<u64, u8>,
         pub symbols: Vec<(&'static str, u64)>,
         pub vmcoreinfo: VmcoreInfo,
+        pub modules: Vec<ModuleText>,
     }
 
     impl Fake {
@@ -168,6 +246,7 @@ pub(crate) mod testing {
                 words: BTreeMap::new(),
                 symbols: Vec::new(),
                 vmcoreinfo: VmcoreInfo::parse(vmcoreinfo.as_bytes()),
+                modules: Vec::new(),
             }
         }
 
@@ -195,7 +274,8 @@ pub(crate) mod testing {
                 .collect()
         }
 
-        pub fn run(&self, unwinder: &dyn Unwind, registers: &[u64]) -> Vec<RawFrame> {
+        /// Runs `work` over this memory, its symbols and modules.
+        fn with_env<T>(&self, work: impl FnOnce(&Env<'_>) -> T) -> T {
             let read = |addr: u64, len: usize| self.read(addr, len);
             let symbol = |name: &str| {
                 self.symbols
@@ -210,14 +290,36 @@ pub(crate) mod testing {
                     .map(|(_, v)| *v)
                     .max()
             };
-            let env = Env {
+            let module = |addr: u64| self.modules.iter().find(|m| m.contains(addr)).cloned();
+            work(&Env {
                 read: &read,
                 symbol: &symbol,
                 function_start: &function_start,
                 vmcoreinfo: &self.vmcoreinfo,
                 big_endian: false,
-            };
-            unwinder.unwind(&env, registers)
+                module: &module,
+            })
         }
+
+        pub fn run(&self, unwinder: &dyn Unwind, registers: &[u64]) -> Vec<RawFrame> {
+            self.with_env(|env| unwinder.unwind(env, registers))
+        }
+
+        pub fn run_blocked(
+            &self,
+            unwinder: &dyn Unwind,
+            layout: &SavedLayout,
+            task: u64,
+        ) -> Result<Vec<RawFrame>, String> {
+            self.with_env(|env| unwinder.blocked(env, layout, task))
+        }
+    }
+
+    /// Each frame as (pc, lookup, reliable).
+    pub fn found(frames: &[RawFrame]) -> Vec<(u64, u64, bool)> {
+        frames
+            .iter()
+            .map(|f| (f.pc, f.lookup, f.reliable))
+            .collect()
     }
 }

@@ -156,6 +156,9 @@ pub struct Table {
     pub version: Version,
     /// `_stext`..`_etext`: the text the tables cover (None: not known, every address).
     pub text: Option<(u64, u64)>,
+    /// `_sinittext`..`_einittext`: the init text, freed after boot but still covered (the
+    /// idle tasks' stacks start in it), as the kernel's `orc_find` looks it up.
+    pub init_text: Option<(u64, u64)>,
 }
 
 impl Table {
@@ -168,12 +171,36 @@ impl Table {
             return None;
         }
         let text = (env.symbol)("_stext").zip((env.symbol)("_etext"));
+        let init_text = (env.symbol)("_sinittext").zip((env.symbol)("_einittext"));
         Some(Table {
             ip_start,
             count,
             entries,
             version: version(env)?,
             text,
+            init_text,
+        })
+    }
+
+    /// A module's tables (`mod->arch.orc_unwind_ip`, `orc_unwind`, `num_orcs`), covering
+    /// its core text; the entries have the kernel's layout.
+    pub fn module(
+        ip_start: u64,
+        entries: u64,
+        count: u64,
+        version: Version,
+        module: &super::ModuleText,
+    ) -> Option<Table> {
+        if count == 0 || count > MAX_ENTRIES {
+            return None;
+        }
+        Some(Table {
+            ip_start,
+            count,
+            entries,
+            version,
+            text: Some((module.base, module.base.checked_add(module.size)?)),
+            init_text: None,
         })
     }
 
@@ -188,7 +215,10 @@ impl Table {
     /// the dump: ~20 reads of 4 bytes, each from the page cache after the first).
     pub fn find(&self, env: &Env<'_>, addr: u64) -> Option<Entry> {
         if let Some((start, end)) = self.text {
-            if !(start..end).contains(&addr) {
+            let init = self
+                .init_text
+                .is_some_and(|(start, end)| (start..end).contains(&addr));
+            if !(start..end).contains(&addr) && !init {
                 return None;
             }
         }

@@ -5,8 +5,12 @@
 //! address outside them, a broken chain), the rest of the stack is scanned for text
 //! addresses, each frame so found marked unreliable, as the kernel's own `?` entries.
 
-use super::orc::{self, Kind, Table};
-use super::{Env, RawFrame, StackGuard, Unwind, MAX_FRAMES, PR_REG_64};
+use super::orc::{self, Kind, Table, Version};
+use super::{
+    btf_offset, on_stack, saved_word, Env, RawFrame, SavedLayout, StackGuard, Unwind, MAX_FRAMES,
+    PR_REG_64,
+};
+use crate::btf::Btf;
 
 pub struct X86_64;
 
@@ -58,15 +62,33 @@ impl State {
     }
 }
 
+/// The kernel's ORC tables and the modules'.
+struct Tables {
+    kernel: Option<Table>,
+    version: Option<Version>,
+}
+
+impl Tables {
+    fn find(&self, env: &Env<'_>, addr: u64) -> Option<orc::Entry> {
+        if let Some(found) = self.kernel.and_then(|t| t.find(env, addr)) {
+            return Some(found);
+        }
+        let module = (env.module)(addr)?;
+        let (ip_start, entries, count) = module.orc?;
+        let table = Table::module(ip_start, entries, count, self.version?, &module)?;
+        table.find(env, addr)
+    }
+}
+
 /// One ORC step: `Some(true)` moved to the caller, `Some(false)` the end of the stack,
 /// None where the tables or the stack do not allow a step.
-fn step(env: &Env<'_>, table: &Table, state: &mut State, new_indirect: bool) -> Option<bool> {
+fn step(env: &Env<'_>, tables: &Tables, state: &mut State, new_indirect: bool) -> Option<bool> {
     let at = if state.signal {
         state.ip
     } else {
         state.ip.checked_sub(1)?
     };
-    let entry = table.find(env, at)?;
+    let entry = tables.find(env, at)?;
     match entry.kind {
         Kind::Undefined => return None,
         Kind::EndOfStack => return Some(false),
@@ -158,21 +180,15 @@ impl Unwind for X86_64 {
     }
 
     fn unwind(&self, env: &Env<'_>, registers: &[u64]) -> Vec<RawFrame> {
-        let mut frames = Vec::new();
         let (Some(&ip), Some(&sp), Some(&bp)) =
             (registers.get(IP), registers.get(SP), registers.get(BP))
         else {
-            return frames;
+            return Vec::new();
         };
         if user_mode(registers) || !is_kernel(ip) {
-            return frames;
+            return Vec::new();
         }
-        let table = Table::locate(env);
-        let text = table
-            .and_then(|t| t.text)
-            .or_else(|| (env.symbol)("_stext").zip((env.symbol)("_etext")));
-        let new_indirect = env.release().is_none_or(|r| r >= (5, 12));
-        let mut state = State {
+        let state = State {
             ip,
             sp,
             bp,
@@ -180,47 +196,126 @@ impl Unwind for X86_64 {
             full: true,
             signal: true,
         };
-        let mut guard = StackGuard::new(STACK_SIZE);
-        loop {
-            if frames.len() >= MAX_FRAMES {
-                break;
-            }
-            frames.push(if state.signal {
-                RawFrame::interrupted(state.ip)
-            } else {
-                RawFrame::returned(state.ip, true)
-            });
-            let before = state.sp;
-            let stepped = table.and_then(|t| step(env, &t, &mut state, new_indirect));
-            match stepped {
-                Some(false) => break,
-                Some(true) => {
-                    let user = state.regs.as_deref().is_some_and(user_mode);
-                    if user || !is_kernel(state.ip) {
-                        break;
-                    }
-                    if !guard.advance(before, state.sp) {
-                        // A chain that loops or runs down the stack: what it gave is suspect.
-                        if let Some(last) = frames.last_mut() {
-                            last.reliable = false;
-                        }
-                        break;
-                    }
+        walk(env, state)
+    }
+
+    fn saved_layout(&self, btf: &Btf) -> Result<SavedLayout, String> {
+        let frame = "inactive_task_frame";
+        let size = btf
+            .find_struct(frame)
+            .and_then(|id| btf.size_of(id, 8))
+            .ok_or_else(|| format!("struct {frame}"))?;
+        Ok(SavedLayout {
+            stack: btf_offset(btf, "task_struct", "stack")?,
+            task: vec![btf_offset(btf, "task_struct", "thread.sp")?],
+            frame: vec![
+                btf_offset(btf, frame, "bp")?,
+                btf_offset(btf, frame, "ret_addr")?,
+                size,
+            ],
+        })
+    }
+
+    /// As `unwind_start` for a task that is not running: `thread.sp` points at the
+    /// `inactive_task_frame` `__switch_to_asm` pushed; its `ret_addr` (into `__schedule`)
+    /// is the first frame, a return address, and the walk goes on above the frame.
+    fn blocked(
+        &self,
+        env: &Env<'_>,
+        layout: &SavedLayout,
+        task: u64,
+    ) -> Result<Vec<RawFrame>, String> {
+        let (Some(&sp_at), Some(&bp_at), Some(&ret_at), Some(&size)) = (
+            layout.task.first(),
+            layout.frame.first(),
+            layout.frame.get(1),
+            layout.frame.get(2),
+        ) else {
+            return Err("no saved-context layout".into());
+        };
+        let stack = saved_word(env, task.saturating_add(layout.stack), "task_struct.stack")?;
+        let sp = saved_word(env, task.saturating_add(sp_at), "thread.sp")?;
+        on_stack(sp, stack, STACK_SIZE, size)?;
+        let bp = saved_word(env, sp.saturating_add(bp_at), "inactive_task_frame.bp")?;
+        let ip = saved_word(
+            env,
+            sp.saturating_add(ret_at),
+            "inactive_task_frame.ret_addr",
+        )?;
+        if !is_kernel(ip) {
+            return Err(format!(
+                "the saved return address {ip:#x} is not kernel text"
+            ));
+        }
+        let state = State {
+            ip,
+            sp: sp.saturating_add(size),
+            bp,
+            regs: None,
+            full: false,
+            signal: false,
+        };
+        Ok(walk(env, state))
+    }
+}
+
+/// The walk from `state`: its pc first, then each caller ORC finds, then (where ORC has
+/// no answer) a scan of the rest of the stack.
+fn walk(env: &Env<'_>, mut state: State) -> Vec<RawFrame> {
+    let mut frames = Vec::new();
+    let kernel = Table::locate(env);
+    let tables = Tables {
+        kernel,
+        version: kernel.map(|t| t.version).or_else(|| orc::version(env)),
+    };
+    let text = kernel
+        .and_then(|t| t.text)
+        .or_else(|| (env.symbol)("_stext").zip((env.symbol)("_etext")));
+    let new_indirect = env.release().is_none_or(|r| r >= (5, 12));
+    let mut guard = StackGuard::new(STACK_SIZE);
+    loop {
+        if frames.len() >= MAX_FRAMES {
+            break;
+        }
+        frames.push(if state.signal {
+            RawFrame::interrupted(state.ip)
+        } else {
+            RawFrame::returned(state.ip, true)
+        });
+        let before = state.sp;
+        let stepped = if tables.kernel.is_some() {
+            step(env, &tables, &mut state, new_indirect)
+        } else {
+            None
+        };
+        match stepped {
+            Some(false) => break,
+            Some(true) => {
+                let user = state.regs.as_deref().is_some_and(user_mode);
+                if user || !is_kernel(state.ip) {
+                    break;
                 }
-                None => {
-                    scan(env, state.sp, text, &mut frames);
+                if !guard.advance(before, state.sp) {
+                    // A chain that loops or runs down the stack: what it gave is suspect.
+                    if let Some(last) = frames.last_mut() {
+                        last.reliable = false;
+                    }
                     break;
                 }
             }
+            None => {
+                scan(env, state.sp, text, &mut frames);
+                break;
+            }
         }
-        frames
     }
+    frames
 }
 
 #[cfg(test)]
 #[allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 mod tests {
-    use super::super::testing::Fake;
+    use super::super::testing::{found, Fake};
     use super::*;
 
     const TEXT: u64 = 0xffff_ffff_8100_0000;
@@ -281,10 +376,7 @@ mod tests {
         fake.put_u64(pt_regs + 8 * CS as u64, 0x33);
         fake.put_u64(pt_regs + 8 * SP as u64, 0x7ffc_0000);
         let frames = fake.run(&X86_64, &registers(TEXT + 0x33, sp));
-        let pcs: Vec<(u64, u64, bool)> = frames
-            .iter()
-            .map(|f| (f.pc, f.lookup, f.reliable))
-            .collect();
+        let pcs = found(&frames);
         assert_eq!(
             pcs,
             vec![
@@ -293,6 +385,69 @@ mod tests {
                 (TEXT + 0x210, TEXT + 0x20f, true),
             ]
         );
+    }
+
+    #[test]
+    fn a_module_frame_unwinds_with_the_module_orc() {
+        // f0 in the kernel called from the module's m0 (CALL sp+16), called from f1.
+        let mut fake = kernel(&[call(8), call(8)]);
+        let module = 0xffff_ffff_c000_0000u64;
+        let (ip_table, orc_table) = (0xffff_ffff_c010_0000u64, 0xffff_ffff_c011_0000u64);
+        fake.put(
+            ip_table,
+            &((module as i64 - ip_table as i64) as i32).to_le_bytes(),
+        );
+        fake.put(orc_table, &call(16));
+        fake.modules.push(crate::unwind::ModuleText {
+            name: "demo".into(),
+            base: module,
+            size: 0x1000,
+            orc: Some((ip_table, orc_table, 1)),
+        });
+        let sp = STACK + 0x3e00;
+        fake.put_u64(sp, module + 0x40); // f0's return into m0
+        fake.put_u64(sp + 8, 0); // m0's local
+        fake.put_u64(sp + 16, TEXT + 0x110); // m0's return into f1
+        let frames = fake.run(&X86_64, &registers(TEXT + 0x10, sp));
+        let pcs: Vec<u64> = frames.iter().map(|f| f.pc).collect();
+        assert_eq!(pcs[..3], [TEXT + 0x10, module + 0x40, TEXT + 0x110]);
+        assert!(frames[..3].iter().all(|f| f.reliable));
+    }
+
+    #[test]
+    fn a_blocked_task_starts_at_its_saved_return_address() {
+        // inactive_task_frame: r15 r14 r13 r12 bx bp ret_addr (7 words).
+        let mut fake = kernel(&[call(8), call(8), [0, 0, 0, 0, 0, 4]]);
+        let layout = SavedLayout {
+            stack: 0x20,
+            task: vec![0x100],
+            frame: vec![40, 48, 56],
+        };
+        let task = 0xffff_8880_0000_0000u64;
+        let sp = STACK + 0x3f00;
+        fake.put_u64(task + 0x20, STACK);
+        fake.put_u64(task + 0x100, sp);
+        fake.put_u64(sp + 40, 0x1234);
+        fake.put_u64(sp + 48, TEXT + 0x20); // into f0
+        fake.put_u64(sp + 56, TEXT + 0x120); // f0's return into f1
+        fake.put_u64(sp + 64, TEXT + 0x210); // f1's return into f2, the end
+        let frames = fake.run_blocked(&X86_64, &layout, task).unwrap();
+        let found = found(&frames);
+        assert_eq!(
+            found,
+            vec![
+                (TEXT + 0x20, TEXT + 0x1f, true),
+                (TEXT + 0x120, TEXT + 0x11f, true),
+                (TEXT + 0x210, TEXT + 0x20f, true),
+            ]
+        );
+        // A saved sp off the task's stack: a clear error, no walk.
+        fake.put_u64(task + 0x100, STACK - 0x100);
+        let error = fake.run_blocked(&X86_64, &layout, task).unwrap_err();
+        assert!(error.contains("is not on the task's stack"), "{error}");
+        // The task's page missing.
+        let error = fake.run_blocked(&X86_64, &layout, 0x1000).unwrap_err();
+        assert_eq!(error, "task_struct.stack at 0x1020 is not in the dump");
     }
 
     #[test]

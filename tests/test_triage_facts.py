@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import btfwriter
 import elfwriter
 import kvm_rs
+import kvm_rs._signature
 import pytest
 import synthetic
 from test_tasks import NO_BTF, TEXT_ONLY, ZEROED_SOURCE, _triage, boot_of, zeroed_btf
@@ -108,13 +109,13 @@ def assert_report_equals_truth(report: kvm_rs.TriageReport, boot: dict[str, Any]
     assert dict(report.task_states) == Counter(t["state"] for t in boot["tasks"])
     assert report.tasks_complete == boot["task_walk"]["complete"]
     assert (report.tasks_reason is None) == report.tasks_complete
-    # What needs the unwinder is not there yet.
-    assert (report.crash_pid, report.crash_comm, report.backtrace, report.signature) == (
-        None,
-        None,
-        None,
-        None,
-    )
+    # The crashed task, its backtrace (frame names as kallsyms would print them) and the
+    # signature those frames give.
+    crashed = boot["crashed"]
+    assert (report.crash_pid, report.crash_comm) == (crashed["pid"], crashed["comm"])
+    assert report.backtrace is not None
+    assert [f.symbol for f in report.backtrace] == crashed["stack"]["ksyms"]
+    assert report.signature == kvm_rs._signature.signature(report.backtrace)
     assert report.problems == ()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -465,12 +466,24 @@ class Kvm:
         modules = self.modules()
         system: dict[str, Any] = self._call(_native.system, self._session)
         crash_time = self.info.vmcoreinfo.get("CRASHTIME")
-        return triage_report(
+        report = triage_report(
             system,
             int(crash_time) if crash_time is not None and crash_time.isdigit() else None,
             procs,
             modules,
         )
+        # The crashed task: the one running on the CPU that panicked.
+        running = [p for p in procs if p.on_cpu and p.cpu == report.crash_cpu]
+        if len(running) == 1 and report.crash_cpu is not None:
+            report = dataclasses.replace(
+                report, crash_pid=running[0].pid, crash_comm=running[0].comm
+            )
+        try:
+            backtrace = tuple(self.stack())
+        except KvmError as error:
+            problems = (*report.problems, f"backtrace: {error.message}")
+            return dataclasses.replace(report, problems=problems)
+        return dataclasses.replace(report, backtrace=backtrace, signature=signature(backtrace))
 
     def _nlist_raw(self, names: list[bytes]) -> list[tuple[int, int] | None]:
         result: list[tuple[int, int] | None] = self._call(self._session.nlist, names)

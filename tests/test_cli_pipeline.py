@@ -269,6 +269,35 @@ def test_triage_prints_the_report(corpus: Corpus) -> None:
     assert f"       PANIC: {truth['panic']} (CPU 0" in text
 
 
+def test_scan_triage_names_the_crash(corpus: Corpus, fleet: Fleet) -> None:
+    """Every corpus dump: the crashed task, its frames as the truth names them, and one
+    signature for both boots; a pre-6.0 dump without -N says why it has none."""
+    dumps = [str(corpus.dump(name)) for name in corpus.dumps]
+    bullseye = str(fleet.dump(BULLSEYE))
+    result = run("scan", "--json", "--triage", *dumps, bullseye)
+    assert result.returncode == 0, result.stderr
+    reports = {r["path"]: r for r in of_kind(result.stdout, "report")}
+    signatures = set()
+    for name in corpus.dumps:
+        report = reports[str(corpus.dump(name))]
+        crashed = triage_truth(corpus, name)["crashed"]
+        assert (report["crash_pid"], report["crash_comm"]) == (crashed["pid"], crashed["comm"])
+        assert [f["symbol"] for f in report["backtrace"]] == crashed["stack"]["ksyms"]
+        assert report["crash_problems"] == []
+        signatures.add(report["signature"])
+    with kvm_rs.Kvm(execfile=kvm_rs.CORE_SYMBOLS, corefile=dumps[0]) as kd:
+        signature = kd.signature()
+    assert signatures == {signature}
+    old = reports[bullseye]
+    assert (old["signature"], old["backtrace"], old["crash_pid"]) == (None, [], None)
+    assert "give -N" in old["crash_problems"][0]
+    plain = run("scan", "--triage", dumps[0]).stdout
+    assert f"crash: pid 1 (init) in sysrq_handle_crash sig {signature[:12]}" in plain
+    # Without --triage the fields are there, and null.
+    [report] = of_kind(run("scan", "--json", dumps[0]).stdout, "report")
+    assert report["signature"] is None and report["crash_problems"] is None
+
+
 def test_bt_pid_is_a_usage_error_when_not_a_number() -> None:
     result = run("bt", "-M", "x", "init")
     assert result.returncode == 2

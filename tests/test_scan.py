@@ -24,6 +24,11 @@ FORMATS = {"elf": "elf", "kdump-compressed": "kdump", "makedumpfile-flattened": 
 #: timeval timestamp at 408, status 424, block_size 428, sub_hdr_size 432, bitmap_blocks 436.
 PANIC = "sysrq triggered crash"
 REPORT_KEYS = {
+    "crash_pid",
+    "crash_comm",
+    "backtrace",
+    "signature",
+    "crash_problems",
     "path",
     "ok",
     "error",

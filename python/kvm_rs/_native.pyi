@@ -62,6 +62,7 @@ def scan_stream(
     threads: int,
     defaults: dict[str, bytes],
     vmcoreinfo: bytes | None = None,
+    triage: bool = False,
 ) -> ScanStream: ...
 def stack(
     handle: Handle, pid: int | None = None, cpu: int | None = None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from ._handle import LogRecord, console_lines
+from ._signature import signature_names
 from ._triage import TriageReport
 
 #: kind → its fields, in the order JSON prints them (after "kind").
@@ -64,6 +65,11 @@ FIELDS: Mapping[str, tuple[str, ...]] = {
         "pfn_range",
         "exec_format",
         "vmcoreinfo_source",
+        "crash_pid",
+        "crash_comm",
+        "backtrace",
+        "signature",
+        "crash_problems",
     ),
     "task": (
         "path",
@@ -193,7 +199,24 @@ def _report_text(fields: Mapping[str, Any]) -> str:
         f"{'warn' if warn else 'ok':<4}  {names}: {fields['format']} "
         f"{fields['compression'] or '-'} {fields['machine'] or '-'} "
         f"{fields['osrelease'] or '-'}{flags} panic: {fields['panic'] or '-'}"
+        f"{_crash_text(fields)}"
     )
+
+
+def _crash_text(fields: Mapping[str, Any]) -> str:
+    """`scan --triage`'s part of a report line: who crashed, where, and the signature."""
+    if fields["crash_problems"] is None:
+        return ""
+    who = (
+        "-"
+        if fields["crash_pid"] is None
+        else f"pid {fields['crash_pid']} ({fields['crash_comm']})"
+    )
+    where = signature_names(fields["backtrace"] or ())
+    at = f" in {where[0]}" if where else ""
+    short = fields["signature"][:12] if fields["signature"] else "-"
+    problems = f" [{'; '.join(fields['crash_problems'])}]" if fields["crash_problems"] else ""
+    return f" crash: {who}{at} sig {short}{problems}"
 
 
 def _dash(value: Any) -> str:

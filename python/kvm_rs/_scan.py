@@ -12,7 +12,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from . import _native
-from ._handle import StrPath, VmcoreinfoText, _CoreSymbols, _defaults, _fspath, _vmcoreinfo
+from ._handle import Frame, StrPath, VmcoreinfoText, _CoreSymbols, _defaults, _fspath, _vmcoreinfo
+from ._signature import signature
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,13 @@ class ScanReport:
     pfn_range: tuple[int, int] | None = None
     exec_format: str | None = None
     vmcoreinfo_source: str | None = None
+    # `triage=True` only (None otherwise): the task running on the CPU that panicked, its
+    # backtrace, the SPEC 14 signature of it, and why any of them is missing.
+    crash_pid: int | None = None
+    crash_comm: str | None = None
+    backtrace: tuple[Frame, ...] | None = None
+    signature: str | None = None
+    crash_problems: tuple[str, ...] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -170,6 +178,11 @@ def _threads(threads: int | None) -> int:
 def _report(entry: dict[str, Any]) -> ScanReport:
     entry["path"] = os.fsdecode(entry["path"])
     entry["parts"] = tuple(os.fsdecode(part) for part in entry["parts"])
+    if "frames" in entry:  # a triage scan
+        frames = tuple(Frame(*frame) for frame in entry.pop("frames"))
+        entry["backtrace"] = frames
+        entry["signature"] = signature(frames) if frames else None
+        entry["crash_problems"] = tuple(entry["crash_problems"])
     return ScanReport(**{k: v for k, v in entry.items() if k in _FIELDS})
 
 
@@ -178,6 +191,7 @@ def _start(
     execfile: StrPath | _CoreSymbols | None,
     threads: int | None,
     vmcoreinfo: VmcoreinfoText | None,
+    triage: bool,
 ) -> Generator[tuple[int, ScanReport], None, None]:
     """Checks the arguments and the exec file, starts the native scan, and returns the
     reports as (position in the expanded input, report) in the order they are ready: the
@@ -191,6 +205,7 @@ def _start(
         workers,
         _defaults(),
         _vmcoreinfo(vmcoreinfo),
+        triage,
     )
     return _follow(stream, entries, [at for at, _ in files])
 
@@ -218,12 +233,13 @@ def scan_iter(
     threads: int | None = None,
     *,
     vmcoreinfo: VmcoreinfoText | None = None,
+    triage: bool = False,
 ) -> Generator[ScanReport, None, None]:
     """`scan`'s reports as each dump is done (largest files start first), not in input
     order. The scan runs in native threads; waiting for a report releases the GIL. Closing
     the iterator, or KeyboardInterrupt while it waits, cancels the dumps not yet started.
     The arguments and the exec file are checked at the call, as `scan` checks them."""
-    return _reports_only(_start(dumps, execfile, threads, vmcoreinfo))
+    return _reports_only(_start(dumps, execfile, threads, vmcoreinfo, triage))
 
 
 def _reports_only(
@@ -240,6 +256,7 @@ def scan(
     threads: int | None = None,
     *,
     vmcoreinfo: VmcoreinfoText | None = None,
+    triage: bool = False,
 ) -> list[ScanReport]:
     """Opens and describes every dump, `threads` at a time (default: one per CPU), in Rust
     threads with the GIL released. One report per dump, in input order; a file that fails
@@ -253,6 +270,9 @@ def scan(
     at all raises KvmError before any dump is opened. The parts of a split dump among
     `dumps` are opened together and reported once, where the first of them stands.
     `dumps` must be a sequence of paths (TypeError for a single str, bytes or PathLike);
-    `threads` a positive int (ValueError)."""
-    found = sorted(_start(dumps, execfile, threads, vmcoreinfo), key=lambda item: item[0])
+    `threads` a positive int (ValueError). With `triage`, each report also names the task
+    that crashed, its backtrace and the crash signature (SPEC 14; it costs a task-list walk
+    and an unwind per dump)."""
+    started = _start(dumps, execfile, threads, vmcoreinfo, triage)
+    found = sorted(started, key=lambda item: item[0])
     return [report for _, report in found]

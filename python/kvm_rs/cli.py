@@ -7,7 +7,7 @@
     kvm-rs ps    [-M COREFILE]... [-N EXECFILE] [--json] [-q|-v]
     kvm-rs bt    [-M COREFILE]... [-N EXECFILE] [--json] [-q|-v] [PID]
     kvm-rs triage [-M COREFILE]... [-N EXECFILE] [--json] [-q|-v]
-    kvm-rs scan  [-N EXECFILE] [--threads N] [--json] [-q|-v] [PATH...]
+    kvm-rs scan  [-N EXECFILE] [--threads N] [--triage] [--json] [-q|-v] [PATH...]
 
 -M names the core file (BSD's memory file; once per part of a split dump), -N the symbol
 table (BSD's namelist), as in BSD's ps and vmstat. With no -M the running kernel
@@ -250,6 +250,11 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--threads", type=_positive, default=None, help="worker threads (default: one per CPU)"
     )
+    scan.add_argument(
+        "--triage",
+        action="store_true",
+        help="also name the task that crashed, its backtrace and the crash signature",
+    )
     return parser
 
 
@@ -470,6 +475,7 @@ def _scan(args: argparse.Namespace, out: Output) -> int:
             execfile=execfile,
             threads=args.threads,
             vmcoreinfo=_vmcoreinfo(args),
+            triage=args.triage,
         )
     except KvmError as error:
         # Nothing can be scanned (the -N file cannot be read): said once, not per dump.

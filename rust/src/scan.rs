@@ -14,13 +14,21 @@ use std::sync::{Mutex, PoisonError};
 use crate::cancel::Cancel;
 use crate::errors::{CoreFault, Error};
 use crate::kernel::dmesg::panic_message;
-use crate::session::{DumpFacts, Info, OpenRequest, Session};
+use crate::session::{DumpFacts, Frame, Info, OpenRequest, Session};
 
 /// `struct new_utsname`: six fields of 65 bytes; the release is the third.
 const UTS_FIELD: u64 = 65;
 const UTS_RELEASE: u64 = 2 * UTS_FIELD;
 /// How far into `struct uts_namespace` the name may start (after a refcount).
 const UTS_NAME_SEARCH: u64 = 16;
+
+/// What a scan makes of each dump: how to open it (the template of every open: its core
+/// files are the dump's), and whether to triage it too (`scan --triage`).
+#[derive(Clone)]
+pub struct ScanJob {
+    pub open: OpenRequest,
+    pub triage: bool,
+}
 
 pub struct Report {
     /// The files of this report: one dump, or every part of a split dump.
@@ -36,6 +44,67 @@ pub struct Report {
     /// The file ends early: the dump opened and says so, or its open failed because the
     /// file ends inside its own headers.
     pub truncated: bool,
+    /// `scan --triage`: the crashed task and its backtrace.
+    pub crash: Option<Crash>,
+}
+
+/// What a triage scan adds to a report: the task on the CPU that panicked and its
+/// backtrace (the signature is made from the frames by the Python layer).
+pub struct Crash {
+    pub pid: Option<i64>,
+    pub comm: Option<String>,
+    pub frames: Vec<Frame>,
+    /// Why a part is missing (no BTF, no crash registers...).
+    pub problems: Vec<String>,
+}
+
+/// The crashed task: the one running (`on_cpu`) on the CPU that panicked.
+fn crash_of(session: &Session, cancel: &Cancel) -> Crash {
+    if !session.has_symbols() {
+        return Crash {
+            pid: None,
+            comm: None,
+            frames: Vec::new(),
+            problems: vec![
+                "no symbol table: a kernel before 6.0 publishes no kallsyms; give -N".into(),
+            ],
+        };
+    }
+    let mut problems = Vec::new();
+    let frames = session.crashed_stack().unwrap_or_else(|error| {
+        problems.push(format!("backtrace: {error}"));
+        Vec::new()
+    });
+    let cpu = match session.system_with(cancel) {
+        Ok(facts) => facts.panic_cpu.map(u64::from),
+        Err(error) => {
+            problems.push(format!("crash CPU: {error}"));
+            None
+        }
+    };
+    let task = match (cpu, session.tasks_with(cancel)) {
+        (Some(cpu), Ok(list)) => {
+            let mut running = list
+                .tasks
+                .into_iter()
+                .filter(|t| t.on_cpu.unwrap_or(0) != 0 && t.cpu == Some(cpu));
+            match (running.next(), running.next()) {
+                (Some(task), None) => Some(task),
+                _ => None,
+            }
+        }
+        (_, Err(error)) => {
+            problems.push(format!("tasks: {error}"));
+            None
+        }
+        (None, Ok(_)) => None,
+    };
+    Crash {
+        pid: task.as_ref().map(|t| t.pid),
+        comm: task.map(|t| String::from_utf8_lossy(&t.comm).into_owned()),
+        frames,
+        problems,
+    }
 }
 
 impl Report {
@@ -49,6 +118,7 @@ impl Report {
             readable: false,
             reason,
             truncated,
+            crash: None,
         }
     }
 
@@ -114,9 +184,9 @@ fn check_readable(session: &Session) -> Result<(), String> {
 }
 
 /// One dump's report; a panic in the library becomes that dump's report, never the batch's.
-fn describe(paths: &[Vec<u8>], template: &OpenRequest, cancel: &Cancel) -> Report {
+fn describe(paths: &[Vec<u8>], job: &ScanJob, cancel: &Cancel) -> Report {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        describe_unguarded(paths, template, cancel)
+        describe_unguarded(paths, job, cancel)
     }))
     .unwrap_or_else(|payload| {
         let what = payload
@@ -128,8 +198,8 @@ fn describe(paths: &[Vec<u8>], template: &OpenRequest, cancel: &Cancel) -> Repor
     })
 }
 
-fn describe_unguarded(paths: &[Vec<u8>], template: &OpenRequest, cancel: &Cancel) -> Report {
-    let mut request = template.clone();
+fn describe_unguarded(paths: &[Vec<u8>], job: &ScanJob, cancel: &Cancel) -> Report {
+    let mut request = job.open.clone();
     request.corefiles = paths.to_vec();
     match Session::open_with(&request, cancel) {
         Err(error) => Report::failed(
@@ -160,6 +230,7 @@ fn describe_unguarded(paths: &[Vec<u8>], template: &OpenRequest, cancel: &Cancel
                 panic,
                 readable: readable.is_ok(),
                 reason: readable.err(),
+                crash: job.triage.then(|| crash_of(&session, cancel)),
             }
         }
     }
@@ -246,12 +317,12 @@ pub fn check_exec(template: &OpenRequest) -> Result<(), Error> {
 /// reports already handed over stand).
 pub fn scan_stream(
     paths: &[Vec<u8>],
-    template: &OpenRequest,
+    job: &ScanJob,
     threads: usize,
     cancel: &Cancel,
     sink: impl Fn(usize, Report) + Sync,
 ) -> Result<(), Error> {
-    check_exec(template)?;
+    check_exec(&job.open)?;
     let singles: Vec<Vec<Vec<u8>>> = paths.iter().map(|p| vec![p.clone()]).collect();
     let held: Mutex<Vec<(usize, Report)>> = Mutex::new(Vec::new());
     run_each(
@@ -259,7 +330,7 @@ pub fn scan_stream(
         |files| total_size(files),
         threads,
         cancel,
-        |p| describe(p, template, cancel),
+        |p| describe(p, job, cancel),
         |index, report| {
             if report.split_part() {
                 held.lock()
@@ -308,7 +379,7 @@ pub fn scan_stream(
         |(_, files)| total_size(files),
         threads,
         cancel,
-        |(_, files)| describe(files, template, cancel),
+        |(_, files)| describe(files, job, cancel),
         |at, report| {
             if let Some((first, _)) = sets.get(at) {
                 sink(*first, report);
@@ -323,12 +394,12 @@ pub fn scan_stream(
 /// first of them stands.
 pub fn scan(
     paths: &[Vec<u8>],
-    template: &OpenRequest,
+    job: &ScanJob,
     threads: usize,
     cancel: &Cancel,
 ) -> Result<Vec<Report>, Error> {
     let reports: Mutex<Vec<(usize, Report)>> = Mutex::new(Vec::with_capacity(paths.len()));
-    scan_stream(paths, template, threads, cancel, |index, report| {
+    scan_stream(paths, job, threads, cancel, |index, report| {
         reports
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -354,13 +425,16 @@ mod tests {
         }
     }
 
-    fn template(execfile: Option<&[u8]>) -> OpenRequest {
-        OpenRequest {
-            core_symbols: execfile.is_none(),
-            symbols_optional: true,
-            execfile: execfile.map(<[u8]>::to_vec),
-            flags: i64::from(libc::O_RDONLY),
-            ..OpenRequest::default()
+    fn template(execfile: Option<&[u8]>) -> ScanJob {
+        ScanJob {
+            open: OpenRequest {
+                core_symbols: execfile.is_none(),
+                symbols_optional: true,
+                execfile: execfile.map(<[u8]>::to_vec),
+                flags: i64::from(libc::O_RDONLY),
+                ..OpenRequest::default()
+            },
+            triage: false,
         }
     }
 

@@ -14,9 +14,10 @@ use pyo3::types::{PyBytes, PyDict};
 use super::detach::detached;
 use super::errors::to_py;
 use super::handle::{info_dict, Defaults};
+use super::unwind::{frame_tuple, FrameTuple};
 use crate::cancel::Cancel;
 use crate::errors::Error;
-use crate::scan::{check_exec, scan_stream as run_stream, Report};
+use crate::scan::{check_exec, scan_stream as run_stream, Report, ScanJob};
 use crate::session::OpenRequest;
 
 /// The longest the interpreter waits, detached, before it looks for signals again.
@@ -153,6 +154,13 @@ fn report_dict(py: Python<'_>, index: usize, report: Report) -> PyResult<Bound<'
     dict.set_item("dump_level", facts.as_ref().and_then(|f| f.dump_level))?;
     dict.set_item("dumped_pages", facts.as_ref().and_then(|f| f.dumped_pages))?;
     dict.set_item("panic", report.panic)?;
+    if let Some(crash) = report.crash {
+        dict.set_item("crash_pid", crash.pid)?;
+        dict.set_item("crash_comm", crash.comm)?;
+        let frames: Vec<FrameTuple> = crash.frames.into_iter().map(frame_tuple).collect();
+        dict.set_item("frames", frames)?;
+        dict.set_item("crash_problems", crash.problems)?;
+    }
     Ok(dict)
 }
 
@@ -161,7 +169,7 @@ fn report_dict(py: Python<'_>, index: usize, report: Report) -> PyResult<Bound<'
 /// the position in `paths` of the report's first file). An exec file that cannot be loaded
 /// raises KvmError here, before any dump is opened (detached while it loads).
 #[pyfunction]
-#[pyo3(signature = (paths, execfile, threads, defaults, vmcoreinfo=None))]
+#[pyo3(signature = (paths, execfile, threads, defaults, vmcoreinfo=None, triage=false))]
 pub fn scan_stream(
     py: Python<'_>,
     paths: Vec<Vec<u8>>,
@@ -169,6 +177,7 @@ pub fn scan_stream(
     threads: usize,
     defaults: Defaults,
     vmcoreinfo: Option<Vec<u8>>,
+    triage: bool,
 ) -> PyResult<ScanStream> {
     let template = OpenRequest {
         core_symbols: execfile.is_none(),
@@ -182,14 +191,15 @@ pub fn scan_stream(
         path_devmem: defaults.path_devmem,
         vmcoreinfo,
     };
-    let template = detached(py, move || check_exec(&template).map(|()| template))?;
+    let job = detached(py, move || check_exec(&template).map(|()| template))?;
+    let job = ScanJob { open: job, triage };
     let cancel = Arc::new(Cancel::default());
     let (sender, receiver) = mpsc::channel();
     let flag = Arc::clone(&cancel);
     let worker = std::thread::Builder::new()
         .name("kvm_rs-scan".into())
         .spawn(move || {
-            let outcome = run_stream(&paths, &template, threads, &flag, |index, report| {
+            let outcome = run_stream(&paths, &job, threads, &flag, |index, report| {
                 // A closed stream drops its receiver: the send fails, the report goes.
                 let _ = sender.send(Item::Report(index, Box::new(report)));
             });

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 use super::detach::interruptible;
 use super::handle::Handle;
 use crate::session::stack::Which;
+use crate::session::Frame;
 
 /// One frame: (pc, symbol, offset, module, reliable).
 pub type FrameTuple = (u64, Option<String>, Option<u64>, Option<String>, bool);
@@ -29,8 +30,10 @@ pub fn stack(
         Some(pid) => Which::Pid(pid),
     };
     let frames = interruptible(py, move |cancel| session.stack(which, cancel))?;
-    Ok(frames
-        .into_iter()
-        .map(|f| (f.pc, f.symbol, f.offset, f.module, f.reliable))
-        .collect())
+    Ok(frames.into_iter().map(frame_tuple).collect())
+}
+
+/// A frame as Python's `Frame` takes it.
+pub(super) fn frame_tuple(f: Frame) -> FrameTuple {
+    (f.pc, f.symbol, f.offset, f.module, f.reliable)
 }

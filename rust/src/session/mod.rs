@@ -209,6 +209,12 @@ impl Session {
         }
     }
 
+    /// Whether the handle has a symbol table at all (an exec file, or kallsyms tables the
+    /// dump names): a scan without an exec file opens a pre-6.0 dump without one.
+    pub fn has_symbols(&self) -> bool {
+        !matches!(self.symbols, Symbols::None)
+    }
+
     /// Whether `nlist` has everything it needs already (no index build or decode pending).
     pub fn symbols_ready(&self) -> bool {
         match &self.symbols {

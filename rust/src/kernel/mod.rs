@@ -7,8 +7,8 @@
 
 pub mod dmesg;
 pub mod kallsyms;
+pub mod module_symbols;
 pub mod modules;
-pub mod modules_text;
 pub mod system;
 pub mod tasks;
 

@@ -9,6 +9,10 @@
 //!
 //! The walk is bounded: at most `MAX_MODULES` links, a node seen twice is a loop, and a
 //! link that cannot be read ends it; the list then says it is incomplete and why.
+//!
+//! This is the one reader of the list: `Kvm.modules()` reports what it finds, and
+//! backtraces read each walked module's own symbols and ORC from it
+//! (`module_symbols::read`, with the `kallsyms` and `orc` offsets of the same layout).
 
 use std::collections::HashSet;
 
@@ -55,6 +59,12 @@ pub struct ModuleLayout {
     pub span: u64,
     /// Which layout this kernel has: `mem[MOD_TEXT]`, `core_layout` or `module_core`.
     pub kind: &'static str,
+    /// `kallsyms`, and in `struct mod_kallsyms`: `symtab`, `num_symtab`, `strtab` (read
+    /// only for backtraces, outside `span`).
+    pub kallsyms: Option<(u64, u64, u64, u64)>,
+    /// `arch.orc_unwind_ip`, `arch.orc_unwind`, `arch.num_orcs` (x86_64 with ORC; read
+    /// only for backtraces, outside `span`).
+    pub orc: Option<(u64, u64, u64)>,
 }
 
 impl ModuleLayout {
@@ -152,8 +162,33 @@ impl ModuleLayout {
             core,
             span,
             kind,
+            kallsyms: kallsyms_layout(btf, module),
+            orc: orc_layout(btf, module),
         })
     }
+}
+
+/// `module.kallsyms` and the `struct mod_kallsyms` members a module's symbols are read
+/// from; None where BTF lacks any of them.
+fn kallsyms_layout(btf: &Btf, module: u32) -> Option<(u64, u64, u64, u64)> {
+    let kallsyms = btf.find_struct("mod_kallsyms")?;
+    let of = |owner: u32, path: &str| btf.offset_of(owner, path).map(|(offset, _)| offset);
+    Some((
+        of(module, "kallsyms")?,
+        of(kallsyms, "symtab")?,
+        of(kallsyms, "num_symtab")?,
+        of(kallsyms, "strtab")?,
+    ))
+}
+
+/// `module.arch`'s ORC table members; None where BTF lacks any of them.
+fn orc_layout(btf: &Btf, module: u32) -> Option<(u64, u64, u64)> {
+    let of = |path: &str| btf.offset_of(module, path).map(|(offset, _)| offset);
+    Some((
+        of("arch.orc_unwind_ip")?,
+        of("arch.orc_unwind")?,
+        of("arch.num_orcs")?,
+    ))
 }
 
 /// `mem[]`'s core entries: every `mod_mem_type` below `MOD_MEM_NUM_TYPES` that is not a
@@ -334,4 +369,4 @@ fn read_module(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

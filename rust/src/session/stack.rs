@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use super::Session;
 use crate::cancel::{Cancel, NEVER};
 use crate::errors::{Error, Result};
-use crate::kernel::modules_text::{self, Module, ModuleLayout};
+use crate::kernel::module_symbols::{self, ModuleSymbols};
 use crate::kernel::{ReadFn, Words};
 use crate::symbols::ExecFile;
 use crate::unwind::{Env, RawFrame, SavedLayout, Unwind};
@@ -43,7 +43,8 @@ pub(super) struct StackCache {
     rq: OnceLock<Option<(u64, u64)>>,
     /// `_stext`..`_etext` and `_sinittext`..`_einittext`.
     text: OnceLock<Vec<(u64, u64)>>,
-    modules: OnceLock<Vec<Module>>,
+    /// The walked modules with their own symbols and ORC (`module_symbols::read`).
+    modules: OnceLock<Vec<ModuleSymbols>>,
 }
 
 /// Which task's stack.
@@ -360,7 +361,7 @@ impl Session {
 
     /// The module whose core text holds `addr`; the module list is read (with BTF) the
     /// first time an address outside the kernel's text is asked about.
-    fn module_at(&self, addr: u64, cancel: &Cancel) -> Option<&Module> {
+    fn module_at(&self, addr: u64, cancel: &Cancel) -> Option<&ModuleSymbols> {
         if self
             .kernel_text()
             .iter()
@@ -371,8 +372,9 @@ impl Session {
         self.modules(cancel).iter().find(|m| m.text.contains(addr))
     }
 
-    /// The loaded modules (empty where BTF, the `modules` symbol or the list is missing).
-    pub fn modules(&self, cancel: &Cancel) -> &[Module] {
+    /// The loaded modules with their symbols (empty where BTF, the `modules` symbol or the
+    /// list is missing): the walk `Kvm.modules` uses, with the same cached layout.
+    pub fn modules(&self, cancel: &Cancel) -> &[ModuleSymbols] {
         if let Some(done) = self.stacks.modules.get() {
             return done;
         }
@@ -383,17 +385,9 @@ impl Session {
         self.stacks.modules.get_or_init(|| loaded)
     }
 
-    fn load_modules(&self, cancel: &Cancel) -> Result<Vec<Module>> {
-        let words = self.words().ok_or(Error::NoCoreFile { op: "kvm_stack" })?;
-        let (btf, _) = self.btf_with(cancel)?;
-        let layout = ModuleLayout::from_btf(&btf, words).map_err(|missing| Error::Triage {
-            path: self.core_path.clone(),
-            what: format!("BTF has no {missing}"),
-        })?;
-        let head = self
-            .symbol_value("modules")
-            .ok_or_else(|| self.no_backtrace("no symbol modules".into()))?;
+    fn load_modules(&self, cancel: &Cancel) -> Result<Vec<ModuleSymbols>> {
+        let (list, layout, words) = self.walk_modules(cancel)?;
         let read = |addr: u64, len: usize| self.read_exact(addr, len);
-        Ok(modules_text::walk(&read, words, &layout, head))
+        Ok(module_symbols::read(&read, words, layout, &list.modules))
     }
 }

@@ -136,8 +136,13 @@ impl Session {
         self.layout(&self.triage.modules, || ModuleLayout::from_btf(btf, words))
     }
 
-    /// `Kvm.modules`: every module on the kernel's `modules` list.
-    pub fn modules_with(&self, cancel: &Cancel) -> Result<ModuleList> {
+    /// The one walk of the kernel's `modules` list, with the handle's one module layout
+    /// (from BTF, once): what `Kvm.modules` reports and what backtraces read module
+    /// symbols from. The list is walked on every call (a live `/dev/mem` changes).
+    pub(super) fn walk_modules(
+        &self,
+        cancel: &Cancel,
+    ) -> Result<(ModuleList, &ModuleLayout, Words)> {
         let core = self.readable_core("kvm_getmodules")?;
         let words = Words::of(core);
         let (btf, _) = self.btf_with(cancel)?;
@@ -145,7 +150,14 @@ impl Session {
         let found = self.symbols(&["modules", "init_task"])?;
         let head = self.required(&found, "modules")?;
         let read = self.reader(cancel);
-        modules::walk(&read, words, layout, head, cancel).map_err(|e| self.name_decoder_error(e))
+        let list = modules::walk(&read, words, layout, head, cancel)
+            .map_err(|e| self.name_decoder_error(e))?;
+        Ok((list, layout, words))
+    }
+
+    /// `Kvm.modules`: every module on the kernel's `modules` list.
+    pub fn modules_with(&self, cancel: &Cancel) -> Result<ModuleList> {
+        self.walk_modules(cancel).map(|(list, _, _)| list)
     }
 
     /// Everything `Kvm.triage` reports about the system beside tasks and modules.

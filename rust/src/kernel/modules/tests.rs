@@ -1,4 +1,5 @@
 //! The module walk over fake kernel memory: a whole list, a loop, a null link, a lost page.
+//! (`module_symbols`' tests read each walked module's symbols over the same `Memory`.)
 
 #![allow(
     clippy::unwrap_used,
@@ -30,26 +31,38 @@ fn layout(core: Core) -> ModuleLayout {
         core,
         span: 0x100,
         kind: "test",
+        kallsyms: None,
+        orc: None,
     }
 }
 
+/// Fake kernel memory a page at a time, as a dump has it: a page written to reads as zeros
+/// where nothing was put; any other page is excluded. `module_symbols`' tests use it too.
 #[derive(Default)]
-struct Memory(BTreeMap<u64, u8>);
+pub(crate) struct Memory(BTreeMap<u64, u8>);
+
+const PAGE: u64 = 4096;
 
 impl Memory {
-    fn put(&mut self, at: u64, bytes: &[u8]) {
+    pub(crate) fn put(&mut self, at: u64, bytes: &[u8]) {
         for (i, b) in bytes.iter().enumerate() {
             self.0.insert(at + i as u64, *b);
         }
     }
 
-    fn read(&self, at: u64, len: usize) -> Result<Vec<u8>, Error> {
+    pub(crate) fn read(&self, at: u64, len: usize) -> Result<Vec<u8>, Error> {
         (0..len as u64)
             .map(|i| {
-                self.0.get(&(at + i)).copied().ok_or(Error::InvalidAddress {
-                    addr: at + i,
-                    reason: Reason::Excluded,
-                })
+                let at = at + i;
+                let page = at & !(PAGE - 1);
+                match self.0.get(&at) {
+                    Some(b) => Ok(*b),
+                    None if self.0.range(page..page + PAGE).next().is_some() => Ok(0),
+                    None => Err(Error::InvalidAddress {
+                        addr: at,
+                        reason: Reason::Excluded,
+                    }),
+                }
             })
             .collect()
     }

@@ -1,109 +1,53 @@
-//! The loaded modules' core text, their own symbols and (x86_64) ORC tables, read with BTF
-//! layouts: what a backtrace through a module needs (SPEC §14: "module symbols from each
-//! module's own kallsyms in `struct module`").
+//! What a backtrace through a module needs beyond the walked list (SPEC §14: "module
+//! symbols from each module's own kallsyms in `struct module`"): each module's core text,
+//! its own text symbols and (x86_64) its ORC table.
 //!
-//! `modules` is a ring of `struct module` through `module.list`. The core text is
-//! `mem[MOD_TEXT]` (`base`, `size`; 6.4 and later) or `core_layout` (`base`, `text_size`).
-//! The symbols are `kallsyms->symtab` (`num_symtab` `Elf64_Sym`s) with names in
-//! `kallsyms->strtab`; a module's ORC is `arch.orc_unwind_ip`, `arch.orc_unwind`,
-//! `arch.num_orcs`. Every count is bounded, every name too.
+//! The modules come from the one walk of the `modules` list (`modules::walk`), and the
+//! offsets from the same `ModuleLayout`. The symbols are `kallsyms->symtab` (`num_symtab`
+//! `Elf64_Sym`s) with names in `kallsyms->strtab`; a module's ORC is `arch.orc_unwind_ip`,
+//! `arch.orc_unwind`, `arch.num_orcs`. Every count is bounded, every name too.
 
-use std::collections::HashSet;
-
+use super::modules::{Module, ModuleLayout};
 use super::{ReadFn, Words};
-use crate::btf::Btf;
 use crate::unwind::ModuleText;
 
-/// More modules than any kernel loads.
-const MAX_MODULES: usize = 1 << 14;
 /// More symbols than one module has (the biggest have some 60,000).
 pub const MAX_SYMBOLS: u64 = 1 << 18;
 /// `KSYM_NAME_LEN` (512 since 6.1): longer names are cut there.
 const MAX_NAME: usize = 512;
 /// `sizeof(Elf64_Sym)`.
 const SYM_SIZE: u64 = 24;
-/// `MODULE_NAME_LEN` on 64-bit machines.
-const MODULE_NAME_LEN: u64 = 56;
 const PAGE: u64 = 4096;
 
-/// Where `struct module`'s members lie, from BTF.
+/// One loaded module as a backtrace sees it: its text, its text symbols (runtime value,
+/// name; sorted by value) and its unwinding tables.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModuleLayout {
-    pub list: u64,
-    pub name: u64,
-    pub name_len: u64,
-    /// The core text's base and size (`mem[MOD_TEXT].base/.size` or `core_layout.base/
-    /// .text_size`).
-    pub text_base: u64,
-    pub text_size: u64,
-    /// `kallsyms`, and in `struct mod_kallsyms`: `symtab`, `num_symtab`, `strtab`.
-    pub kallsyms: Option<(u64, u64, u64, u64)>,
-    /// `arch.orc_unwind_ip`, `arch.orc_unwind`, `arch.num_orcs` (x86_64 with ORC).
-    pub orc: Option<(u64, u64, u64)>,
-}
-
-impl ModuleLayout {
-    /// The layout, or the first thing BTF lacks.
-    pub fn from_btf(btf: &Btf, words: Words) -> Result<ModuleLayout, String> {
-        let module = btf
-            .find_struct("module")
-            .ok_or_else(|| "struct module".to_owned())?;
-        let at = |path: &str| btf.offset_of(module, path).map(|(offset, _)| offset);
-        let need = |path: &str| at(path).ok_or_else(|| format!("module.{path}"));
-        // 6.4+: `struct module_memory mem[MOD_MEM_NUM_TYPES]`, MOD_TEXT = 0.
-        let (text_base, text_size) = match (at("mem.base"), at("mem.size")) {
-            (Some(base), Some(size)) => (base, size),
-            _ => (need("core_layout.base")?, need("core_layout.text_size")?),
-        };
-        let name_len = btf
-            .member(module, "name")
-            .and_then(|m| btf.size_of(m.type_id, words.long_bytes()))
-            .filter(|&n| n > 0 && n <= 256)
-            .unwrap_or(MODULE_NAME_LEN);
-        let kallsyms = btf.find_struct("mod_kallsyms").and_then(|k| {
-            let of = |path: &str| btf.offset_of(k, path).map(|(offset, _)| offset);
-            Some((
-                at("kallsyms")?,
-                of("symtab")?,
-                of("num_symtab")?,
-                of("strtab")?,
-            ))
-        });
-        let orc = match (
-            at("arch.orc_unwind_ip"),
-            at("arch.orc_unwind"),
-            at("arch.num_orcs"),
-        ) {
-            (Some(ip), Some(orc), Some(num)) => Some((ip, orc, num)),
-            _ => None,
-        };
-        Ok(ModuleLayout {
-            list: need("list")?,
-            name: need("name")?,
-            name_len,
-            text_base,
-            text_size,
-            kallsyms,
-            orc,
-        })
-    }
-}
-
-/// One loaded module: its text, its text symbols (runtime value, name; sorted by value)
-/// and its unwinding tables.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Module {
+pub struct ModuleSymbols {
     pub text: ModuleText,
     pub symbols: Vec<(u64, String)>,
 }
 
-impl Module {
+impl ModuleSymbols {
     /// The module's symbol at or below `addr`: its name and value.
     pub fn nearest(&self, addr: u64) -> Option<(&str, u64)> {
         let index = self.symbols.partition_point(|(value, _)| *value <= addr);
         let (value, name) = self.symbols.get(index.checked_sub(1)?)?;
         Some((name.as_str(), *value))
     }
+}
+
+/// The text, symbols and ORC of each walked module, in list order. A module whose symbols
+/// or ORC cannot be read is kept without them.
+pub fn read(
+    read: ReadFn<'_>,
+    words: Words,
+    layout: &ModuleLayout,
+    modules: &[Module],
+) -> Vec<ModuleSymbols> {
+    modules
+        .iter()
+        .map(|module| read_module(read, words, layout, module))
+        .collect()
 }
 
 /// A NUL-terminated string of at most `max` bytes at `addr`, read a page at a time (a name
@@ -127,40 +71,32 @@ fn c_string(read: ReadFn<'_>, addr: u64, max: usize) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// One module at `module` (its `struct module`).
+/// One walked module's text, ORC and symbols.
 fn read_module(
     read: ReadFn<'_>,
     words: Words,
     layout: &ModuleLayout,
-    module: u64,
-) -> Option<Module> {
+    module: &Module,
+) -> ModuleSymbols {
     let long = |at: u64| words.read_long(read, at).ok();
-    let name_raw = c_string(
-        read,
-        module.checked_add(layout.name)?,
-        usize::try_from(layout.name_len).ok()?,
-    )?;
-    let name = String::from_utf8_lossy(&name_raw).into_owned();
-    let base = long(module.checked_add(layout.text_base)?)?;
-    let size_at = module.checked_add(layout.text_size)?;
-    let size = u64::from(words.read_u32(read, size_at).ok()?);
+    let at = module.module;
     let orc = layout.orc.and_then(|(ip, orc, num)| {
-        let count = u64::from(words.read_u32(read, module.checked_add(num)?).ok()?);
-        let ip = long(module.checked_add(ip)?)?;
-        let orc = long(module.checked_add(orc)?)?;
+        let count = u64::from(words.read_u32(read, at.checked_add(num)?).ok()?);
+        let ip = long(at.checked_add(ip)?)?;
+        let orc = long(at.checked_add(orc)?)?;
         (count > 0 && ip != 0 && orc != 0).then_some((ip, orc, count))
     });
     let text = ModuleText {
-        name,
-        base,
-        size,
+        name: String::from_utf8_lossy(&module.name).into_owned(),
+        base: module.base,
+        size: module.text_size,
         orc,
     };
     let symbols = layout
         .kallsyms
-        .and_then(|k| symbols(read, words, k, module, &text))
+        .and_then(|k| symbols(read, words, k, at, &text))
         .unwrap_or_default();
-    Some(Module { text, symbols })
+    ModuleSymbols { text, symbols }
 }
 
 /// The module's symbols that lie in its core text, sorted by value.
@@ -199,37 +135,13 @@ fn symbols(
     Some(found)
 }
 
-/// Every module on the `modules` list (its head at `head`), in list order. A ring that
-/// loops, a link that cannot be read or a module that cannot be read ends the walk with
-/// what was found.
-pub fn walk(read: ReadFn<'_>, words: Words, layout: &ModuleLayout, head: u64) -> Vec<Module> {
-    let mut found = Vec::new();
-    let mut seen = HashSet::new();
-    let mut node = head;
-    while found.len() < MAX_MODULES {
-        let Ok(next) = words.read_long(read, node) else {
-            break;
-        };
-        if next == head || next == 0 || !seen.insert(next) {
-            break;
-        }
-        let Some(module) = next.checked_sub(layout.list) else {
-            break;
-        };
-        if let Some(module) = read_module(read, words, layout, module) {
-            found.push(module);
-        }
-        node = next;
-    }
-    found
-}
-
 #[cfg(test)]
 #[allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
-    use crate::errors::{Error, Reason};
-    use std::collections::BTreeMap;
+    use crate::cancel::NEVER;
+    use crate::kernel::modules::tests::Memory;
+    use crate::kernel::modules::{self, Core};
 
     const WORDS: Words = Words {
         big_endian: false,
@@ -239,40 +151,31 @@ mod tests {
     fn layout() -> ModuleLayout {
         ModuleLayout {
             list: 8,
+            list_next: 0,
             name: 24,
             name_len: 56,
-            text_base: 0x100,
-            text_size: 0x108,
+            state: None,
+            core: Core::Layout {
+                base: 0x100,
+                size: 0x10c,
+                text_size: 0x108,
+            },
+            span: 0x110,
+            kind: "test",
             kallsyms: Some((0x110, 0, 8, 16)),
             orc: Some((0x120, 0x128, 0x130)),
         }
     }
 
-    /// Memory a page at a time, as a dump has it: a page written to reads as zeros elsewhere.
-    struct Memory(BTreeMap<u64, u8>);
-
-    impl Memory {
-        fn put(&mut self, at: u64, bytes: &[u8]) {
-            for (i, b) in bytes.iter().enumerate() {
-                self.0.insert(at + i as u64, *b);
-            }
-        }
-        fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>, Error> {
-            (0..len as u64)
-                .map(|i| {
-                    let at = addr + i;
-                    let page = at & !(PAGE - 1);
-                    match self.0.get(&at) {
-                        Some(b) => Ok(*b),
-                        None if self.0.range(page..page + PAGE).next().is_some() => Ok(0),
-                        None => Err(Error::InvalidAddress {
-                            addr: at,
-                            reason: Reason::NotInDump,
-                        }),
-                    }
-                })
-                .collect()
-        }
+    /// The walk, then each module's symbols: what a backtrace reads.
+    fn walk(
+        read: ReadFn<'_>,
+        words: Words,
+        layout: &ModuleLayout,
+        head: u64,
+    ) -> Vec<ModuleSymbols> {
+        let list = modules::walk(read, words, layout, head, &NEVER).unwrap();
+        super::read(read, words, layout, &list.modules)
     }
 
     fn sym(name: u32, value: u64) -> Vec<u8> {
@@ -287,7 +190,7 @@ mod tests {
     /// One module "demo" with text at 0xc000_0000 (0x1000 bytes), three text symbols and
     /// a data symbol, and an ORC table.
     fn memory(num_symtab: u64) -> Memory {
-        let mut m = Memory(BTreeMap::new());
+        let mut m = Memory::default();
         let head = 0x1000u64;
         let module = 0x2000u64;
         m.put(head, &(module + 8).to_le_bytes());
@@ -359,7 +262,7 @@ mod tests {
 
     #[test]
     fn names_are_cut_at_the_limit_and_a_missing_page() {
-        let mut m = Memory(BTreeMap::new());
+        let mut m = Memory::default();
         m.put(PAGE - 3, b"abc"); // the next page is not there
         let read = |a: u64, n: usize| m.read(a, n);
         assert_eq!(c_string(&read, PAGE - 3, 10), None);

@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use super::notes::{self, Notes};
+use super::notes::{self, CpuNotes, Notes};
 use super::segments::{Segment, SegmentIndex};
 use super::vmcoreinfo::{VmcoreInfo, MAX_VMCOREINFO};
 use super::{
@@ -45,7 +45,7 @@ pub struct ElfCore {
     /// NT_PRSTATUS notes: one per CPU that was online.
     pub cpus: usize,
     /// The NT_PRSTATUS descriptors, in note order.
-    pub prstatus: Vec<Vec<u8>>,
+    pub cpu_notes: CpuNotes,
     pub qemu_notes: usize,
     /// Some PT_LOAD data lies past the end of the file.
     pub truncated: bool,
@@ -258,7 +258,7 @@ fn parse(medium: Arc<dyn Medium>) -> Result<ElfCore, CoreFault> {
         by_paddr: OnceLock::new(),
         vmcoreinfo: VmcoreInfo::default(),
         cpus: 0,
-        prstatus: Vec::new(),
+        cpu_notes: CpuNotes::default(),
         qemu_notes: 0,
         truncated: truncated_data,
         page_size: super::host_page_size(),
@@ -289,7 +289,6 @@ fn parse(medium: Arc<dyn Medium>) -> Result<ElfCore, CoreFault> {
                 // Counts of notes in at most 64 MiB: they cannot reach usize::MAX.
                 (b"CORE", notes::NT_PRSTATUS) => {
                     core.cpus = core.cpus.saturating_add(1);
-                    notes::keep_prstatus(&note, &mut core.prstatus);
                 }
                 (b"QEMU", _) => core.qemu_notes = core.qemu_notes.saturating_add(1),
                 _ => {}
@@ -297,6 +296,7 @@ fn parse(medium: Arc<dyn Medium>) -> Result<ElfCore, CoreFault> {
         }
     }
     core.vmcoreinfo = VmcoreInfo::parse_all(vmcoreinfo);
+    core.cpu_notes = CpuNotes::new(segments, eh.big_endian);
     Ok(core)
 }
 
@@ -402,7 +402,7 @@ impl CoreFormat for ElfCore {
     }
 
     fn cpu_notes(&self) -> &[Vec<u8>] {
-        &self.prstatus
+        self.cpu_notes.get()
     }
 
     fn physical_ranges(&self) -> Vec<(u64, u64)> {

@@ -10,7 +10,7 @@
 use std::sync::{Arc, OnceLock};
 
 use super::codec::{self, decompress, COMPRESSION_MASK};
-use super::notes::{self, Notes};
+use super::notes::{CpuNotes, Notes};
 use super::vmcoreinfo::{VmcoreInfo, MAX_VMCOREINFO};
 use super::{
     read_pieces, Address, Core, CoreFormat, Fields, FormatFacts, Gap, Stop, VmcoreinfoSource,
@@ -123,7 +123,7 @@ pub struct KdumpCore {
     pub dump_level: Option<u32>,
     pub vmcoreinfo: VmcoreInfo,
     /// The NT_PRSTATUS descriptors of the sub-header's note area, in note order.
-    pub prstatus: Vec<Vec<u8>>,
+    pub cpu_notes: CpuNotes,
     /// The page frames `[start, end)` of a `--split` part: its descriptors cover only these.
     pub pfn_range: Option<(u64, u64)>,
     /// The headers with the split fields blanked: equal in every part of one split dump.
@@ -508,7 +508,7 @@ pub fn open(medium: Arc<dyn Medium>) -> Result<KdumpCore, CoreFault> {
         phys_base: None,
         dump_level: None,
         vmcoreinfo: VmcoreInfo::default(),
-        prstatus: Vec::new(),
+        cpu_notes: CpuNotes::default(),
         pfn_range: None,
         shared_header: head.get(..abi.header_size()).unwrap_or(&[]).to_vec(),
         memory_bitmap: 0,
@@ -642,9 +642,9 @@ impl KdumpCore {
             if note.name == b"VMCOREINFO" && note.desc.len() <= MAX_VMCOREINFO {
                 sources.push(note.desc);
             }
-            notes::keep_prstatus(&note, &mut self.prstatus);
         }
         self.vmcoreinfo = VmcoreInfo::parse_all(sources);
+        self.cpu_notes = CpuNotes::new(vec![notes], self.abi.big_endian);
         Ok(())
     }
 
@@ -993,7 +993,7 @@ impl CoreFormat for KdumpCore {
     }
 
     fn cpu_notes(&self) -> &[Vec<u8>] {
-        &self.prstatus
+        self.cpu_notes.get()
     }
 
     fn header_phys_base(&self) -> Option<u64> {

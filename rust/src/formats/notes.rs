@@ -1,6 +1,8 @@
 //! ELF notes (`Elf_Nhdr` + name + descriptor, 4-aligned), as ELF cores and the kdump
 //! sub-header's note area carry them.
 
+use std::sync::OnceLock;
+
 use super::Fields;
 use crate::errors::CoreFault;
 
@@ -30,11 +32,36 @@ impl Note<'_> {
     }
 }
 
-/// Keeps `note`'s descriptor in `cpus` if it is an `NT_PRSTATUS` (one per CPU, in the order
-/// the producer wrote them), up to `MAX_CPU_NOTES`.
-pub fn keep_prstatus(note: &Note<'_>, cpus: &mut Vec<Vec<u8>>) {
-    if note.is_prstatus() && cpus.len() < MAX_CPU_NOTES {
-        cpus.push(note.desc.to_vec());
+/// A core's note areas, kept as read at open, and its CPUs' `NT_PRSTATUS` descriptors (one
+/// per CPU, in the order the producer wrote them, up to `MAX_CPU_NOTES`) picked out of them
+/// on first use: an open copies no registers, however many CPUs the machine had.
+#[derive(Default)]
+pub struct CpuNotes {
+    areas: Vec<Vec<u8>>,
+    big_endian: bool,
+    prstatus: OnceLock<Vec<Vec<u8>>>,
+}
+
+impl CpuNotes {
+    /// `areas`: note segments the open has walked already (a malformed note ends a walk).
+    pub fn new(areas: Vec<Vec<u8>>, big_endian: bool) -> CpuNotes {
+        CpuNotes {
+            areas,
+            big_endian,
+            prstatus: OnceLock::new(),
+        }
+    }
+
+    pub fn get(&self) -> &[Vec<u8>] {
+        self.prstatus.get_or_init(|| {
+            self.areas
+                .iter()
+                .flat_map(|area| Notes::new(area, self.big_endian).map_while(Result::ok))
+                .filter(Note::is_prstatus)
+                .take(MAX_CPU_NOTES)
+                .map(|note| note.desc.to_vec())
+                .collect()
+        })
     }
 }
 

@@ -176,6 +176,6 @@ impl CoreFormat for SplitSet {
 
     /// Every part carries the same notes (makedumpfile copies them into each).
     fn cpu_notes(&self) -> &[Vec<u8>] {
-        self.parts.first().map_or(&[], |p| p.prstatus.as_slice())
+        self.parts.first().map_or(&[], |p| p.cpu_notes.get())
     }
 }

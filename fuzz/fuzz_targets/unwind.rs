@@ -9,7 +9,7 @@
 
 use kvm_rs::formats::vmcoreinfo::VmcoreInfo;
 use kvm_rs::kernel::ReadFn;
-use kvm_rs::unwind::{
+use kvm_rs::translate::unwind::{
     aarch64::Aarch64, x86_64::X86_64, Env, SavedLayout, Unwind, MAX_FRAMES, PR_REG_64,
 };
 use kvm_rs_fuzz::{fake_memory, MEMORY_BASE};

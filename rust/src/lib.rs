@@ -17,7 +17,6 @@ pub mod scan;
 pub mod session;
 pub mod symbols;
 pub mod translate;
-pub mod unwind;
 
 #[cfg(feature = "python")]
 mod bindings;

@@ -9,7 +9,7 @@
 
 use super::modules::{Module, ModuleLayout};
 use super::{ReadFn, Words};
-use crate::unwind::ModuleText;
+use crate::translate::unwind::ModuleText;
 
 /// More symbols than one module has (the biggest have some 60,000).
 pub const MAX_SYMBOLS: u64 = 1 << 18;
@@ -17,6 +17,8 @@ pub const MAX_SYMBOLS: u64 = 1 << 18;
 const MAX_NAME: usize = 512;
 /// `sizeof(Elf64_Sym)`.
 const SYM_SIZE: u64 = 24;
+/// How a string is read: in pieces that never cross a 4 KiB boundary, the smallest page
+/// size of any machine, so a string ending before a page the dump lacks still reads.
 const PAGE: u64 = 4096;
 
 /// One loaded module as a backtrace sees it: its text, its text symbols (runtime value,

@@ -23,8 +23,8 @@ use crate::errors::Error;
 
 /// More modules than any kernel loads (a module id is no bound; memory is).
 pub const MAX_MODULES: usize = 1 << 16;
-/// `MODULE_NAME_LEN` on 64-bit machines (64 - sizeof(unsigned long)).
-const NAME_LEN: u64 = 56;
+/// `MODULE_NAME_LEN` is 64 - sizeof(unsigned long): the name's size where BTF does not say.
+const NAME_AND_LONG: u64 = 64;
 /// The most of one `struct module` read at once (real ones are 1-2 KiB).
 const MAX_MODULE_BYTES: u64 = 1 << 16;
 
@@ -83,7 +83,7 @@ impl ModuleLayout {
         let name_len = btf
             .size_of(name.type_id, words.long_bytes())
             .filter(|&n| n > 0 && n <= 256)
-            .unwrap_or(NAME_LEN);
+            .unwrap_or_else(|| NAME_AND_LONG.saturating_sub(words.long_bytes()));
         let state = btf.member(module, "state").map(|m| {
             let names = btf
                 .enumerators(m.type_id)

@@ -20,7 +20,7 @@ use crate::errors::{Error, Result};
 use crate::kernel::module_symbols::{self, ModuleSymbols};
 use crate::kernel::{ReadFn, Words};
 use crate::symbols::ExecFile;
-use crate::unwind::{Env, RawFrame, SavedLayout, Unwind};
+use crate::translate::unwind::{Env, RawFrame, SavedLayout, Unwind};
 
 /// One frame of a backtrace.
 #[derive(Debug, Clone, PartialEq, Eq)]

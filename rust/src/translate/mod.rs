@@ -5,6 +5,7 @@
 //! for pointer widths and image ranges, and the session asks it for a translator.
 
 pub mod aarch64;
+pub mod unwind;
 pub mod x86_64;
 
 use std::collections::HashMap;
@@ -134,8 +135,8 @@ pub struct Machine {
     /// Names of the top page table, as VMCOREINFO `SYMBOL()` or in the exec file, best first.
     pub root_symbols: &'static [&'static str],
     translator: Option<Builder>,
-    /// Its backtraces: crash registers and the unwinding data (`unwind/`).
-    pub unwinder: Option<&'static dyn crate::unwind::Unwind>,
+    /// Its backtraces: crash registers and the unwinding data (`translate/unwind/`).
+    pub unwinder: Option<&'static dyn crate::translate::unwind::Unwind>,
 }
 
 impl Machine {
@@ -182,7 +183,7 @@ static MACHINES: [Machine; 13] = [
         // Kernels before 4.13 call the top table init_level4_pgt.
         root_symbols: &["init_top_pgt", "init_level4_pgt", "swapper_pg_dir"],
         translator: Some(x86_64::build),
-        unwinder: Some(&crate::unwind::x86_64::X86_64),
+        unwinder: Some(&crate::translate::unwind::x86_64::X86_64),
     },
     Machine {
         name: "aarch64",
@@ -193,7 +194,7 @@ static MACHINES: [Machine; 13] = [
         image_floor: None,
         root_symbols: &["swapper_pg_dir"],
         translator: Some(aarch64::build),
-        unwinder: Some(&crate::unwind::aarch64::Aarch64),
+        unwinder: Some(&crate::translate::unwind::aarch64::Aarch64),
     },
     Machine {
         long_long_align8: false,

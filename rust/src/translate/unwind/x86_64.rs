@@ -398,7 +398,7 @@ mod tests {
             &((module as i64 - ip_table as i64) as i32).to_le_bytes(),
         );
         fake.put(orc_table, &call(16));
-        fake.modules.push(crate::unwind::ModuleText {
+        fake.modules.push(crate::translate::unwind::ModuleText {
             name: "demo".into(),
             base: module,
             size: 0x1000,

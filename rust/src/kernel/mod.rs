@@ -7,6 +7,7 @@
 
 pub mod dmesg;
 pub mod kallsyms;
+pub mod list;
 pub mod module_symbols;
 pub mod modules;
 pub mod system;

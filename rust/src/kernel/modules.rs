@@ -14,7 +14,7 @@
 //! backtraces read each walked module's own symbols and ORC from it
 //! (`module_symbols::read`, with the `kallsyms` and `orc` offsets of the same layout).
 
-use std::collections::HashSet;
+use super::list::Rings;
 
 use super::{describe, member_offset, ReadFn, Words};
 use crate::btf::Btf;
@@ -261,60 +261,26 @@ pub fn walk(
     head: u64,
     cancel: &Cancel,
 ) -> Result<ModuleList, Error> {
-    let mut modules = Vec::new();
-    let mut problems = Vec::new();
-    let mut seen = HashSet::new();
-    let mut node = head;
-    let complete = loop {
+    // Each module one link, and the link back to the head.
+    let steps = MAX_MODULES.saturating_add(2);
+    let mut rings = Rings::new(read, words, cancel, "module", MAX_MODULES, steps);
+    let complete = rings.ring(head, layout.list, layout.list_next, None, "the module list")?;
+    let mut modules = Vec::with_capacity(rings.order.len());
+    for module in std::mem::take(&mut rings.order) {
         cancel.check()?;
-        let next = match words.read_long(read, node.saturating_add(layout.list_next)) {
-            Ok(next) => next,
-            Err(Error::Interrupted) => return Err(Error::Interrupted),
-            Err(error) => {
-                let whose = if node == head {
-                    "its head".to_owned()
-                } else {
-                    format!("module {:#x}", node.wrapping_sub(layout.list))
-                };
-                problems.push(format!(
-                    "the module list: {whose} is not readable ({})",
-                    describe(&error)
-                ));
-                break false;
-            }
-        };
-        if next == head {
-            break true;
-        }
-        if next == 0 {
-            problems.push(format!("the module list: a null link after {node:#x}"));
-            break false;
-        }
-        if !seen.insert(next) {
-            problems.push(format!(
-                "the module list does not come back to its head (a loop at {next:#x})"
-            ));
-            break false;
-        }
-        if seen.len() > MAX_MODULES {
-            problems.push(format!("more than {MAX_MODULES} modules"));
-            break false;
-        }
-        let module = next.wrapping_sub(layout.list);
         match read_module(read, words, layout, module) {
             Ok(found) => modules.push(found),
             Err(Error::Interrupted) => return Err(Error::Interrupted),
-            Err(error) => problems.push(format!(
+            Err(error) => rings.problem(format!(
                 "module {module:#x} is not readable ({})",
                 describe(&error)
             )),
         }
-        node = next;
-    };
+    }
     Ok(ModuleList {
         modules,
-        complete: complete && problems.is_empty(),
-        problems,
+        complete: complete && rings.problems.is_empty(),
+        problems: rings.problems,
     })
 }
 

@@ -13,8 +13,7 @@
 //! is caught (Brent's cycle detection, no memory), and all walks together take at most
 //! `MAX_STEPS` links.
 
-use std::collections::HashSet;
-
+use super::list::Rings;
 use super::{describe, member_offset, ReadFn, Words};
 use crate::btf::Btf;
 use crate::cancel::Cancel;
@@ -25,8 +24,6 @@ pub const MAX_TASKS: usize = 4 << 20;
 /// Links followed by one walk of every ring (each task is on two rings, walked at most
 /// twice each way).
 const MAX_STEPS: usize = 4 * MAX_TASKS;
-/// Links between checks of the cancel flag.
-const CANCEL_EVERY: usize = 4096;
 /// `PF_KTHREAD` in `task_struct.flags` (since 2.6.27).
 pub const PF_KTHREAD: u64 = 0x0020_0000;
 /// `TASK_COMM_LEN`.
@@ -213,113 +210,14 @@ pub fn state_letter(state: u64, exit_state: u64) -> char {
     LETTERS.get(index).copied().unwrap_or('?')
 }
 
+/// Reads the tasks a walk found.
 struct Walk<'a> {
     read: ReadFn<'a>,
     words: Words,
     layout: &'a TaskLayout,
-    cancel: &'a Cancel,
-    steps: usize,
-    seen: HashSet<u64>,
-    order: Vec<u64>,
-    problems: Vec<String>,
 }
 
 impl Walk<'_> {
-    fn problem(&mut self, text: String) {
-        if !self.problems.contains(&text) {
-            self.problems.push(text);
-        }
-    }
-
-    fn step(&mut self) -> Result<bool, Error> {
-        self.steps = self.steps.saturating_add(1);
-        if self.steps % CANCEL_EVERY == 0 {
-            self.cancel.check()?;
-        }
-        if self.steps > MAX_STEPS {
-            self.problem(format!("walk stopped after {MAX_STEPS} links"));
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    /// Walks the ring whose head is at `head` (tasks are `node_off` before their node),
-    /// forward and, when that does not come back, backward. Returns whether it was whole.
-    fn ring(&mut self, head: u64, node_off: u64, what: &str) -> Result<bool, Error> {
-        if self.direction(head, node_off, self.layout.list_next, what)? {
-            return Ok(true);
-        }
-        self.direction(head, node_off, self.layout.list_prev, what)?;
-        Ok(false)
-    }
-
-    fn direction(
-        &mut self,
-        head: u64,
-        node_off: u64,
-        link: u64,
-        what: &str,
-    ) -> Result<bool, Error> {
-        // Brent: `tortoise` jumps to the current node at each power of two.
-        let (mut tortoise, mut power, mut lam) = (head, 1usize, 0usize);
-        let mut node = head;
-        loop {
-            if !self.step()? {
-                return Ok(false);
-            }
-            let at = node.saturating_add(link);
-            let next = match self.words.read_long(self.read, at) {
-                Ok(next) => next,
-                Err(Error::Interrupted) => return Err(Error::Interrupted),
-                Err(error) => {
-                    let whose = if node == head {
-                        "its head".to_owned()
-                    } else {
-                        format!("task {:#x}", node.wrapping_sub(node_off))
-                    };
-                    // Both directions stop at the same node: say so once.
-                    let said = format!("{what}: {whose} is not readable");
-                    if !self.problems.iter().any(|p| p.starts_with(&said)) {
-                        self.problem(format!("{said} ({})", describe(&error)));
-                    }
-                    return Ok(false);
-                }
-            };
-            if node != head {
-                let task = node.wrapping_sub(node_off);
-                if self.seen.len() >= MAX_TASKS {
-                    self.problem(format!("more than {MAX_TASKS} tasks"));
-                    return Ok(false);
-                }
-                if self.seen.insert(task) {
-                    self.order.push(task);
-                }
-            }
-            if next == head {
-                return Ok(true);
-            }
-            if next == 0 {
-                self.problem(format!("{what}: a null link after {node:#x}"));
-                return Ok(false);
-            }
-            if next == tortoise {
-                // Both directions may find the loop, each at its own node: say so once.
-                let said = format!("{what} does not come back to its head");
-                if !self.problems.iter().any(|p| p.starts_with(&said)) {
-                    self.problem(format!("{said} (a loop at {next:#x})"));
-                }
-                return Ok(false);
-            }
-            if power == lam {
-                tortoise = next;
-                power = power.saturating_mul(2);
-                lam = 0;
-            }
-            lam = lam.saturating_add(1);
-            node = next;
-        }
-    }
-
     fn field(&self, task: u64, field: Field) -> Result<u64, Error> {
         let at = task.saturating_add(field.offset);
         let len = usize::try_from(field.size).unwrap_or(8);
@@ -396,19 +294,16 @@ pub fn walk(
     nr_threads: Option<u64>,
     cancel: &Cancel,
 ) -> Result<TaskList, Error> {
-    let mut walk = Walk {
+    let walk = Walk {
         read,
         words,
         layout,
-        cancel,
-        steps: 0,
-        seen: HashSet::new(),
-        order: Vec::new(),
-        problems: Vec::new(),
     };
+    let mut rings = Rings::new(read, words, cancel, "task", MAX_TASKS, MAX_STEPS);
+    let (next, prev) = (layout.list_next, Some(layout.list_prev));
     let head = init_task.saturating_add(layout.tasks);
-    walk.ring(head, layout.tasks, "the task list")?;
-    let leaders = walk.order.clone();
+    rings.ring(head, layout.tasks, next, prev, "the task list")?;
+    let leaders = rings.order.clone();
     for leader in leaders {
         let ring = match layout.threads {
             Threads::SignalHead { signal, head, node } => {
@@ -417,7 +312,7 @@ pub fn walk(
                     Ok(signal) => Some((signal.saturating_add(head), node)),
                     Err(Error::Interrupted) => return Err(Error::Interrupted),
                     Err(error) => {
-                        walk.problem(format!(
+                        rings.problem(format!(
                             "the threads of task {leader:#x}: its signal pointer is not readable ({})",
                             describe(&error)
                         ));
@@ -430,16 +325,16 @@ pub fn walk(
         };
         if let Some((head, node)) = ring {
             let what = format!("the threads of task {leader:#x}");
-            walk.ring(head, node, &what)?;
+            rings.ring(head, node, next, prev, &what)?;
         }
         cancel.check()?;
     }
-    let mut tasks = Vec::with_capacity(walk.order.len());
-    for task in std::mem::take(&mut walk.order) {
+    let mut tasks = Vec::with_capacity(rings.order.len());
+    for task in std::mem::take(&mut rings.order) {
         match walk.task(task) {
             Ok(task) => tasks.push(task),
             Err(Error::Interrupted) => return Err(Error::Interrupted),
-            Err(error) => walk.problem(format!(
+            Err(error) => rings.problem(format!(
                 "task {task:#x} is not readable ({})",
                 describe(&error)
             )),
@@ -448,7 +343,7 @@ pub fn walk(
     tasks.sort_by_key(|t| (t.pid, t.task));
     if let Some(expected) = nr_threads {
         if tasks.len() as u64 != expected {
-            walk.problem(format!(
+            rings.problem(format!(
                 "{} tasks read, nr_threads says {expected}",
                 tasks.len()
             ));
@@ -456,8 +351,8 @@ pub fn walk(
     }
     Ok(TaskList {
         tasks,
-        complete: walk.problems.is_empty(),
-        problems: walk.problems,
+        complete: rings.problems.is_empty(),
+        problems: rings.problems,
     })
 }
 

@@ -175,12 +175,10 @@ fn null_and_unreadable_links_end_the_walk() {
     assert_eq!((list.modules.len(), list.complete), (2, false));
     assert_eq!(
         list.problems,
-        [
-            format!("module {lost:#x} is not readable (invalid address ({lost:#x}): excluded)"),
-            format!(
-                "the module list: module {lost:#x} is not readable (invalid address ({:#x}): excluded)",
-                lost + 8
-            ),
-        ]
+        // Said once: the walk stops at the lost module's link, before reading the module.
+        [format!(
+            "the module list: module {lost:#x} is not readable (invalid address ({:#x}): excluded)",
+            lost + 8
+        )]
     );
 }

@@ -161,6 +161,15 @@ class Corpus:
         return [n for n in self.dumps if self.truth["dumps"][n]["format"] == fmt]
 
 
+@pytest.fixture(autouse=True)
+def fresh_build_cache() -> None:
+    """Each test decodes its dumps' kallsyms names and BTF itself: a build cached by an
+    earlier test would hide what this one reads."""
+    import kvm_rs
+
+    kvm_rs.clear_build_cache()
+
+
 @pytest.fixture(scope="session")
 def corpus() -> Corpus:
     """The corpus, unpacked. Skips only when ../shared/corpus is absent."""

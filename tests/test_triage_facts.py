@@ -129,6 +129,8 @@ def check_units(units: Iterator[tuple[dict[str, Any], str, CorePath, Path]]) -> 
         if has_data_kallsyms(boot):
             kinds.append(kvm_rs.CORE_SYMBOLS)
         for execfile in kinds:
+            # Each dump decodes its own names and BTF (the build cache is tested below).
+            kvm_rs.clear_build_cache()
             with kvm_rs.Kvm(execfile, core) as kd:
                 report = kd.triage()
                 modules = kd.modules()
@@ -153,6 +155,41 @@ def check_units(units: Iterator[tuple[dict[str, Any], str, CorePath, Path]]) -> 
 def test_corpus_facts_equal_the_truth(corpus: Corpus) -> None:
     # 7 dumps, each with the System.map and with CORE_SYMBOLS.
     assert check_units(corpus_units(corpus)) == 14
+
+
+def triage_of(dump: Path) -> tuple[Any, ...]:
+    with kvm_rs.Kvm(kvm_rs.CORE_SYMBOLS, dump) as kd:
+        names = ["init_task", "jiffies", "panic", "__per_cpu_start", "fixed_percpu_data"]
+        return (kd.triage(), list(kd.tasks()), kd.stack(), kd.nlist(names), kd.stack(1))
+
+
+def test_the_next_dump_of_a_build_reuses_its_names_and_btf(corpus: Corpus) -> None:
+    """The KASLR boot after the no-KASLR one: its kallsyms names and BTF come from the build
+    cache, its symbol values from its own offsets; everything equals a fresh decode."""
+    nokaslr = corpus.dump("boot-nokaslr.mdf-d31-zlib.kdump")
+    kaslr = corpus.dump("boot-kaslr.mdf-d31-snappy.kdump")
+    kvm_rs.clear_build_cache()
+    fresh = triage_of(kaslr)
+    kvm_rs.clear_build_cache()
+    first = triage_of(nokaslr)
+    hits, misses = kvm_rs._native.build_cache_stats()
+    cached = triage_of(kaslr)
+    assert kvm_rs._native.build_cache_stats() == (hits + 2, misses), "names and BTF: hits"
+    assert cached == fresh
+    # The boots differ where KASLR moves things, so a value taken from the cache would show.
+    assert cached[3]["jiffies"] != first[3]["jiffies"]
+    assert cached[3]["__per_cpu_start"] == first[3]["__per_cpu_start"] == 0, "absolute"
+    assert_report_equals_truth(cached[0], boot_of(corpus.dir, kaslr.name))
+
+
+def test_a_build_cache_key_is_the_dumps_own_bytes(corpus: Corpus, zeroed_btf: Path) -> None:
+    """A dump of the same build whose BTF pages are zeros misses the cache its build left:
+    the key holds BTF's first and last page, read from the dump itself."""
+    kvm_rs.clear_build_cache()
+    triage_of(corpus.dump(ZEROED_SOURCE))
+    with kvm_rs.Kvm(kvm_rs.CORE_SYMBOLS, zeroed_btf) as kd, pytest.raises(kvm_rs.KvmError) as e:
+        kd.triage()
+    assert str(e.value) == f"{zeroed_btf}{NO_BTF}"
 
 
 def test_fleet_facts_equal_the_truth(fleet: Fleet) -> None:

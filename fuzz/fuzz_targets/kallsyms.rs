@@ -37,23 +37,29 @@ fuzz_target!(|data: &[u8]| {
             MEMORY_BASE + u64::from(offset)
         ));
     }
-    let Some(tables) = Tables::from_vmcoreinfo(&VmcoreInfo::parse(text.as_bytes())) else {
+    // No OSRELEASE: nothing is kept in the build cache between inputs.
+    let info = VmcoreInfo::parse(text.as_bytes());
+    let Some(tables) = Tables::from_vmcoreinfo(&info) else {
         return;
     };
     let limit = match flags >> 2 {
-        0 => None,
-        n => Some(usize::from(n) * 8),
+        0 => usize::MAX,
+        n => usize::from(n) * 8,
     };
     let memory_fn = fake_memory(memory, true);
     let read: ReadFn<'_> = &memory_fn;
     // A sample as the identity check decodes it; the whole table as CORE_SYMBOLS does.
     let sample = kallsyms::decode(read, words_of(flags), &tables, limit);
-    let whole = kallsyms::decode_text(read, words_of(flags), &tables);
+    let whole = kallsyms::decode_table(read, words_of(flags), &tables, &info);
     if kvm_rs_fuzz::verbose() {
         match (&sample, &whole) {
-            (Ok(symbols), Ok(text)) => {
+            (Ok(symbols), Ok(table)) => {
                 eprintln!("kallsyms: a sample of {} symbols", symbols.len());
-                eprint!("{}", String::from_utf8_lossy(text));
+                let mut visit = |name: &[u8], _: usize, symbol: kvm_rs::symbols::Symbol| {
+                    let name = String::from_utf8_lossy(name);
+                    eprintln!("{:016x} {} {name}", symbol.value, char::from(symbol.letter));
+                };
+                table.for_each(&mut visit);
             }
             (Err(e), _) | (_, Err(e)) => eprintln!("kallsyms: {e}"),
         }

@@ -27,7 +27,7 @@ from ._libkvm import (
     read,
     write,
 )
-from ._native import KVM_NO_FILES, PATH_MAX, clear_exec_cache
+from ._native import KVM_NO_FILES, PATH_MAX, clear_build_cache, clear_exec_cache
 from ._scan import ScanReport, scan, scan_iter
 from ._triage import (
     KERN_PROC_ALL,
@@ -86,6 +86,7 @@ __all__ = [
     "ScanReport",
     "TriageReport",
     "__version__",
+    "clear_build_cache",
     "clear_exec_cache",
     "close",
     "geterr",

@@ -9,6 +9,8 @@ __all__ = [
     "PATH_MAX",
     "Handle",
     "ScanStream",
+    "build_cache_stats",
+    "clear_build_cache",
     "clear_exec_cache",
     "exec_cache_stats",
     "loadavg",
@@ -67,6 +69,8 @@ def scan_stream(
 def stack(
     handle: Handle, pid: int | None = None, cpu: int | None = None
 ) -> list[tuple[int, str | None, int | None, str | None, bool]]: ...
+def clear_build_cache() -> None: ...
+def build_cache_stats() -> tuple[int, int]: ...
 def clear_exec_cache() -> None: ...
 def exec_cache_stats() -> tuple[int, int]: ...
 def tasks(

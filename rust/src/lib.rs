@@ -13,6 +13,7 @@ pub mod formats;
 pub mod identity;
 pub mod kernel;
 pub mod mapping;
+pub mod parallel;
 pub mod scan;
 pub mod session;
 pub mod symbols;

@@ -21,6 +21,18 @@ fn exec_cache_stats() -> (u64, u64) {
     crate::symbols::cache::stats()
 }
 
+/// Forgets each kernel build's decoded kallsyms names and parsed BTF.
+#[pyfunction]
+fn clear_build_cache() {
+    crate::kernel::builds::clear();
+}
+
+/// How often a triage found its build's names or BTF decoded already: (hits, misses).
+#[pyfunction]
+fn build_cache_stats() -> (u64, u64) {
+    crate::kernel::builds::stats()
+}
+
 #[pymodule]
 #[pyo3(name = "_native")]
 fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -31,6 +43,8 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(unwind::stack, module)?)?;
     module.add_function(wrap_pyfunction!(clear_exec_cache, module)?)?;
     module.add_function(wrap_pyfunction!(exec_cache_stats, module)?)?;
+    module.add_function(wrap_pyfunction!(clear_build_cache, module)?)?;
+    module.add_function(wrap_pyfunction!(build_cache_stats, module)?)?;
     module.add_function(wrap_pyfunction!(triage::tasks, module)?)?;
     module.add_function(wrap_pyfunction!(triage::modules, module)?)?;
     module.add_function(wrap_pyfunction!(triage::loadavg, module)?)?;

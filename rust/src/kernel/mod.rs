@@ -5,6 +5,7 @@
 
 #![deny(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 
+pub mod builds;
 pub mod dmesg;
 pub mod kallsyms;
 pub mod list;

@@ -8,6 +8,7 @@ use super::Session;
 use crate::cancel::{Cancel, NEVER};
 use crate::errors::{CoreFault, Error, Reason, Result};
 use crate::formats::{Address, Core, Gap, Stop};
+use crate::parallel;
 use crate::translate::Fault;
 
 /// `read` fills its result this much at a time.
@@ -100,7 +101,7 @@ impl Session {
     /// `read`, stopping with `Error::Interrupted` once `cancel` is set (checked a block at
     /// a time).
     pub fn read_with(&self, addr: u64, len: usize, cancel: &Cancel) -> (Vec<u8>, Option<Error>) {
-        self.read_grown(addr, len, cancel, |at, buf| self.read_into(at, buf))
+        self.read_grown(addr, len, cancel, |at, buf| self.read_span(at, buf))
     }
 
     /// Physical memory, as `read` reads virtual memory.
@@ -134,7 +135,7 @@ impl Session {
             let Some(at) = addr.checked_add(done as u64) else {
                 return (done, Some(self.past_the_top(addr, done)));
             };
-            let (copied, error) = self.read_into(at, block);
+            let (copied, error) = self.read_parts(at, block, &|at, buf| self.read_span(at, buf));
             done += copied;
             if error.is_some() {
                 return (done, error);
@@ -149,7 +150,7 @@ impl Session {
         addr: u64,
         len: usize,
         cancel: &Cancel,
-        read_into: impl Fn(u64, &mut [u8]) -> (usize, Option<Error>),
+        read_into: impl Fn(u64, &mut [u8]) -> (usize, Option<Error>) + Sync,
     ) -> (Vec<u8>, Option<Error>) {
         let mut out: Vec<u8> = Vec::new();
         while out.len() < len {
@@ -163,7 +164,8 @@ impl Session {
             };
             let block = (len - start).min(READ_BLOCK);
             out.resize(start + block, 0);
-            let (copied, error) = read_into(at, out.get_mut(start..).unwrap_or(&mut []));
+            let (copied, error) =
+                self.read_parts(at, out.get_mut(start..).unwrap_or(&mut []), &read_into);
             out.truncate(start + copied);
             if error.is_some() {
                 return (out, error);
@@ -172,8 +174,28 @@ impl Session {
         (out, None)
     }
 
+    /// One block through `read_into`, its parts read side by side where cores are idle.
+    fn read_parts(
+        &self,
+        addr: u64,
+        block: &mut [u8],
+        read_into: &(impl Fn(u64, &mut [u8]) -> (usize, Option<Error>) + Sync),
+    ) -> (usize, Option<Error>) {
+        parallel::fill(block, |offset, part| {
+            match addr.checked_add(offset as u64) {
+                Some(at) => read_into(at, part),
+                None => (0, Some(self.past_the_top(addr, offset))),
+            }
+        })
+    }
+
     /// `kvm_read` into `buf`: the bytes copied, and why it stopped early if it did.
     pub fn read_into(&self, addr: u64, buf: &mut [u8]) -> (usize, Option<Error>) {
+        self.read_parts(addr, buf, &|at, buf| self.read_span(at, buf))
+    }
+
+    /// `read_into` on this thread alone.
+    fn read_span(&self, addr: u64, buf: &mut [u8]) -> (usize, Option<Error>) {
         let core = match self.readable_core("kvm_read") {
             Ok(core) => core,
             Err(e) => return (0, Some(e)),

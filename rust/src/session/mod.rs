@@ -20,13 +20,14 @@ pub use facts::{DumpFacts, Info};
 pub use open::{OpenRequest, KVM_NO_FILES, PATH_MAX};
 pub use stack::Frame;
 pub use system::SystemFacts;
-pub use triage::{BtfSource, MAX_BTF_BYTES};
+pub use triage::{BtfSource, BTF_BUILDS, MAX_BTF_BYTES};
 
 use crate::errors::{Error, Result};
 use crate::formats::Core;
 use crate::identity::Identity;
 use crate::kernel::{kallsyms, Words};
-use crate::symbols::{ExecBytes, ExecFile};
+use crate::symbols::decoded::DecodedTable;
+use crate::symbols::ExecFile;
 use crate::translate::Translate;
 
 /// How many of the dump's kallsyms entries a thin exec file is compared with.
@@ -85,7 +86,7 @@ impl Session {
     }
 
     /// The dump's kallsyms tables, where VMCOREINFO names them; None otherwise.
-    fn core_symbols(&self, limit: Option<usize>) -> Option<Result<Vec<kallsyms::CoreSymbol>>> {
+    fn core_symbols(&self, limit: usize) -> Option<Result<Vec<kallsyms::CoreSymbol>>> {
         let core = self.core.as_ref()?;
         let tables = kallsyms::Tables::from_vmcoreinfo(&core.vmcoreinfo)?;
         let read = |addr: u64, len: usize| self.read_for_decoder(addr, len);
@@ -95,13 +96,13 @@ impl Session {
         )
     }
 
-    /// The dump's kallsyms tables decoded whole, as kallsyms text.
-    fn core_symbols_text(&self) -> Result<Vec<u8>> {
+    /// The dump's kallsyms tables decoded whole.
+    fn core_symbols_table(&self) -> Result<DecodedTable> {
         let core = self.core.as_ref().ok_or(Error::BadNamelist)?;
         let tables =
             kallsyms::Tables::from_vmcoreinfo(&core.vmcoreinfo).ok_or(Error::BadNamelist)?;
         let read = |addr: u64, len: usize| self.read_for_decoder(addr, len);
-        kallsyms::decode_text(&read, Words::of(core), &tables)
+        kallsyms::decode_table(&read, Words::of(core), &tables, &core.vmcoreinfo)
             .map_err(|e| self.name_decoder_error(e))
     }
 
@@ -118,7 +119,7 @@ impl Session {
         let Symbols::File(exec) = &self.symbols else {
             return Ok(());
         };
-        let Some(sample) = self.core_symbols(Some(KALLSYMS_SAMPLE)) else {
+        let Some(sample) = self.core_symbols(KALLSYMS_SAMPLE) else {
             return Ok(());
         };
         let sample = sample?;
@@ -187,13 +188,11 @@ impl Session {
             Symbols::File(exec) => Ok(exec),
             Symbols::Core(cell) => cell
                 .get_or_init(|| {
-                    let text = self.core_symbols_text()?;
-                    ExecFile::parse(&self.core_path, ExecBytes::Owned(text), true).map_err(
-                        |fault| Error::Symbols {
-                            path: self.core_path.clone(),
-                            fault,
-                        },
-                    )
+                    let table = self.core_symbols_table()?;
+                    ExecFile::decoded(&self.core_path, table).map_err(|fault| Error::Symbols {
+                        path: self.core_path.clone(),
+                        fault,
+                    })
                 })
                 .as_ref()
                 .map_err(Clone::clone),

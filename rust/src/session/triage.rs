@@ -7,12 +7,18 @@ use super::Session;
 use crate::btf::{Btf, BtfError};
 use crate::cancel::Cancel;
 use crate::errors::{Error, Result};
+use crate::kernel::builds::{self, BuildCache};
 use crate::kernel::modules::ModuleLayout;
 use crate::kernel::tasks::{self, TaskLayout, TaskList};
 use crate::kernel::Words;
 
 /// The most BTF read from a dump's memory (real kernels carry 3-6 MiB).
 pub const MAX_BTF_BYTES: u64 = 64 << 20;
+
+/// The parsed BTF of each build, shared by its dumps (kernel::builds).
+pub static BTF_BUILDS: BuildCache<Btf> = BuildCache::new();
+/// How much of each end of the BTF goes in the key.
+const BTF_KEY_PAGE: usize = 4096;
 
 /// Where the handle's types came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,14 +87,37 @@ impl Session {
             .filter(|&n| n > 0 && n <= MAX_BTF_BYTES)
             .ok_or_else(no_btf)?;
         let size = usize::try_from(size).map_err(|_| no_btf())?;
+        let key = self.btf_key(*start, size, cancel);
+        if let Some(btf) = key.as_deref().and_then(|key| BTF_BUILDS.get(key)) {
+            return Ok((btf, BtfSource::Memory));
+        }
         let data = match self.read_with(*start, size, cancel) {
             (data, None) => data,
             (_, Some(Error::Interrupted)) => return Err(Error::Interrupted),
             (_, Some(_)) => return Err(no_btf()),
         };
-        Btf::parse(data)
-            .map(|btf| (Arc::new(btf), BtfSource::Memory))
-            .map_err(|e| refused(&self.core_path, e))
+        let btf = Arc::new(Btf::parse(data).map_err(|e| refused(&self.core_path, e))?);
+        if let Some(key) = key {
+            BTF_BUILDS.put(key, Arc::clone(&btf));
+        }
+        Ok((btf, BtfSource::Memory))
+    }
+
+    /// What tells this dump's BTF from another build's without reading it all: the build,
+    /// the size, and the first and last page (the header with its section lengths, and the
+    /// end of the string section).
+    fn btf_key(&self, start: u64, size: usize, cancel: &Cancel) -> Option<Vec<u8>> {
+        let mut key = builds::build_key(&self.core.as_ref()?.vmcoreinfo)?;
+        key.extend_from_slice(&(size as u64).to_le_bytes());
+        let edge = size.min(BTF_KEY_PAGE);
+        let last = start.checked_add((size - edge) as u64)?;
+        for at in [start, last] {
+            let (bytes, None) = self.read_with(at, edge, cancel) else {
+                return None;
+            };
+            key.extend_from_slice(&bytes);
+        }
+        Some(key)
     }
 
     /// The symbol table lacks `init_task`, which every kernel has: a kallsyms of text

@@ -1,21 +1,24 @@
-//! Exec files: the kernel's symbol table, from an ELF image (`.symtab`) or from text in the
-//! `nm` form (/proc/kallsyms, System.map). Open validates the format and looks up only the
-//! handful of names the identity check needs; the full name index waits for `nlist`.
+//! Exec files: the kernel's symbol table, from an ELF image (`.symtab`), from text in the
+//! `nm` form (/proc/kallsyms, System.map), or decoded from the dump's own kallsyms. Open
+//! validates the format and looks up only the handful of names the identity check needs; the
+//! full name index waits for `nlist`.
 
 #![deny(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 
 pub mod by_addr;
 pub mod cache;
+pub mod decoded;
 pub mod elf;
 pub mod index;
 pub mod text;
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::errors::SymbolFault;
 use crate::mapping::MappedFile;
 use by_addr::AddrIndex;
+use decoded::{DecodedTable, NameList};
 use index::NameIndex;
 
 /// Names remembered by `lookup_few` per exec file (a kernel's VMCOREINFO names ~30).
@@ -83,6 +86,8 @@ impl Symbol {
 pub enum ExecBytes {
     Mapped(MappedFile),
     Owned(Vec<u8>),
+    /// The names of a decoded kallsyms table, shared by the dumps of one build.
+    Names(Arc<NameList>),
 }
 
 impl ExecBytes {
@@ -90,6 +95,7 @@ impl ExecBytes {
         match self {
             ExecBytes::Mapped(map) => map.as_slice(),
             ExecBytes::Owned(bytes) => bytes,
+            ExecBytes::Names(names) => names.bytes(),
         }
     }
 }
@@ -101,11 +107,20 @@ pub struct ElfFacts {
     pub build_id: Option<String>,
 }
 
+/// How the symbols lie in the exec file's bytes.
+enum Layout {
+    Elf(elf::ElfSymtab),
+    /// `nm` text, parsed line by line.
+    Text,
+    /// Decoded already: the bytes are the names.
+    Decoded(DecodedTable),
+}
+
 pub struct ExecFile {
     pub path: Vec<u8>,
     pub format: ExecFormat,
     bytes: ExecBytes,
-    elf: Option<elf::ElfSymtab>,
+    layout: Layout,
     pub facts: ElfFacts,
     index: OnceLock<NameIndex>,
     /// Text symbols by address, built on the first backtrace.
@@ -126,22 +141,47 @@ impl ExecFile {
         if data.is_empty() {
             return Err(SymbolFault::Empty);
         }
-        let (format, elf, facts) = if data.starts_with(crate::formats::ELF_MAGIC) {
+        let (format, layout, facts) = if data.starts_with(crate::formats::ELF_MAGIC) {
             let (symtab, facts) = elf::ElfSymtab::parse(data)?;
-            (ExecFormat::Elf, Some(symtab), facts)
+            (ExecFormat::Elf, Layout::Elf(symtab), facts)
         } else {
-            (text::detect(data, from_procfs)?, None, ElfFacts::default())
+            let format = text::detect(data, from_procfs)?;
+            (format, Layout::Text, ElfFacts::default())
         };
-        Ok(ExecFile {
+        Ok(ExecFile::assemble(path, format, bytes, layout, facts))
+    }
+
+    /// The dump's own kallsyms, decoded: runtime addresses, like /proc/kallsyms.
+    pub fn decoded(path: &[u8], table: DecodedTable) -> Result<ExecFile, SymbolFault> {
+        if table.count() == 0 {
+            return Err(SymbolFault::Empty);
+        }
+        Ok(ExecFile::assemble(
+            path,
+            ExecFormat::Kallsyms,
+            ExecBytes::Names(Arc::clone(table.names())),
+            Layout::Decoded(table),
+            ElfFacts::default(),
+        ))
+    }
+
+    fn assemble(
+        path: &[u8],
+        format: ExecFormat,
+        bytes: ExecBytes,
+        layout: Layout,
+        facts: ElfFacts,
+    ) -> ExecFile {
+        ExecFile {
             path: path.to_vec(),
             format,
             bytes,
-            elf,
+            layout,
             facts,
             index: OnceLock::new(),
             by_address: OnceLock::new(),
             looked_up: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     pub fn data(&self) -> &[u8] {
@@ -150,9 +190,10 @@ impl ExecFile {
 
     /// Calls `visit(name, symbol)` for every named symbol, in file order.
     pub fn for_each(&self, mut visit: impl FnMut(&[u8], usize, Symbol)) {
-        match &self.elf {
-            Some(symtab) => symtab.for_each(self.data(), &mut visit),
-            None => text::for_each(self.data(), &mut visit),
+        match &self.layout {
+            Layout::Elf(symtab) => symtab.for_each(self.data(), &mut visit),
+            Layout::Text => text::for_each(self.data(), &mut visit),
+            Layout::Decoded(table) => table.for_each(&mut visit),
         }
     }
 
@@ -235,11 +276,12 @@ impl ExecFile {
 
     /// How many symbols the table holds, for sizing the index (an upper bound).
     pub fn symbol_count_hint(&self) -> usize {
-        match &self.elf {
-            Some(symtab) => symtab.symbol_count(),
-            None => memchr::memchr_iter(b'\n', self.data())
+        match &self.layout {
+            Layout::Elf(symtab) => symtab.symbol_count(),
+            Layout::Text => memchr::memchr_iter(b'\n', self.data())
                 .count()
                 .saturating_add(1),
+            Layout::Decoded(table) => table.count(),
         }
     }
 
@@ -259,12 +301,19 @@ impl ExecFile {
 
     /// The `.BTF` section of an ELF image, where it has one.
     pub fn btf_section(&self) -> Option<&[u8]> {
-        self.elf.as_ref()?.btf(self.data())
+        self.elf()?.btf(self.data())
     }
 
     /// The bytes an ELF image holds at link-time address `addr` (for `linux_banner`).
     pub fn image_bytes(&self, addr: u64, len: usize) -> Option<&[u8]> {
-        self.elf.as_ref()?.image_bytes(self.data(), addr, len)
+        self.elf()?.image_bytes(self.data(), addr, len)
+    }
+
+    fn elf(&self) -> Option<&elf::ElfSymtab> {
+        match &self.layout {
+            Layout::Elf(symtab) => Some(symtab),
+            Layout::Text | Layout::Decoded(_) => None,
+        }
     }
 }
 

@@ -21,22 +21,43 @@ pub const MAX_VMCOREINFO: usize = 1 << 20;
 /// All sources together.
 pub const MAX_VMCOREINFO_TOTAL: usize = 4 << 20;
 
-/// FNV-1a of a key.
+/// A key's hash from its length and its first and last eight bytes: keys share prefixes
+/// (`SYMBOL(`, `OFFSET(`) but rarely all three. Collisions cost a key comparison, never a
+/// wrong answer, and a run of them is sorted by key (`index`), so crafted keys stay n log n.
 fn key_hash(key: &str) -> u64 {
-    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    let bytes = key.as_bytes();
+    let word = |part: &[u8]| {
+        let mut raw = [0u8; 8];
+        raw.iter_mut().zip(part).for_each(|(d, s)| *d = *s);
+        u64::from_le_bytes(raw)
+    };
+    let head = word(bytes);
+    let tail = word(bytes.get(bytes.len().saturating_sub(8)..).unwrap_or(&[]));
+    let mixed = (head ^ tail.rotate_left(29) ^ (bytes.len() as u64).rotate_left(53))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    mixed ^ mixed >> 31
 }
+
+/// The text before the first NUL (the kernel's buffer is a page, zero-filled past the text).
+fn before_nul(bytes: &[u8]) -> &[u8] {
+    let end = memchr::memchr(0, bytes).unwrap_or(bytes.len());
+    bytes.get(..end).unwrap_or(bytes)
+}
+
+/// Runs of one hash longer than this are sorted by key to find duplicates; shorter ones
+/// (nearly always one line) are compared pairwise.
+const SHORT_RUN: usize = 8;
 
 impl VmcoreInfo {
     pub fn parse(text: &[u8]) -> VmcoreInfo {
-        let text = text.split(|&b| b == 0).next().unwrap_or(&[]);
+        let text = before_nul(text);
         VmcoreInfo::index(String::from_utf8_lossy(text).into_owned())
     }
 
     /// The ranges of one line's key and value (`KEY=VALUE`, surrounding blanks trimmed),
     /// found at `at` in the text; None for a line with no `=` or an empty key.
     fn split_line(line: &[u8], at: usize) -> Option<(Range<usize>, Range<usize>)> {
+        // Keys are a few dozen bytes: a plain loop beats memchr's setup.
         let eq = memchr::memchr(b'=', line)?;
         let key = trimmed_ascii(line, 0, eq, at)?;
         let value = trimmed_ascii(line, eq.checked_add(1)?, line.len(), at)?;
@@ -49,52 +70,85 @@ impl VmcoreInfo {
             lines: Vec::new(),
             by_key: Vec::new(),
         };
-        // Byte offsets into the text (ASCII `\n`, `=` and blanks are char boundaries).
+        // Byte offsets into the text (ASCII `\n`, `=` and blanks are char boundaries). One
+        // scan for the newlines of the whole text: a call per line costs more than the line.
         let bytes = info.text.as_bytes();
-        let mut at = 0usize;
-        while let Some(rest) = bytes.get(at..).filter(|rest| !rest.is_empty()) {
-            let len = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
-            if let Some(line) = VmcoreInfo::split_line(rest.get(..len).unwrap_or(&[]), at) {
+        let mut start = 0usize;
+        let ends = memchr::memchr_iter(b'\n', bytes).chain(std::iter::once(bytes.len()));
+        for end in ends {
+            if let Some(line) = bytes
+                .get(start..end)
+                .and_then(|line| VmcoreInfo::split_line(line, start))
+            {
                 info.lines.push(line);
             }
-            let Some(next) = at.checked_add(len).and_then(|n| n.checked_add(1)) else {
-                break;
-            };
-            at = next;
+            start = end.saturating_add(1);
         }
-        // Sorted by hash, then key, then line: a key written twice has its lines side by
-        // side, the first one first (n log n however the keys collide).
         let mut by_key: Vec<(u64, usize)> = (0..info.lines.len())
             .map(|i| (key_hash(info.key(i)), i))
             .collect();
-        by_key.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| info.key(a.1).cmp(info.key(b.1)))
-                .then(a.1.cmp(&b.1))
-        });
-        // A key written twice keeps its first value, as the kernel's readers do.
-        let mut first_seen: Vec<bool> = vec![true; info.lines.len()];
-        for pair in by_key.windows(2) {
-            if let [(h1, l1), (h2, l2)] = pair {
-                if h1 == h2 && info.key(*l1) == info.key(*l2) {
-                    if let Some(flag) = first_seen.get_mut(*l2) {
-                        *flag = false;
-                    }
-                }
+        by_key.sort_unstable();
+        // A key written twice keeps its first value, as the kernel's readers do. Lines of
+        // one key share a hash, so they lie in one run of equal hashes.
+        let mut repeated: Vec<usize> = Vec::new();
+        let mut run_start = 0usize;
+        while let Some(&(hash, _)) = by_key.get(run_start) {
+            let run_len = by_key
+                .get(run_start..)
+                .unwrap_or(&[])
+                .iter()
+                .take_while(|(h, _)| *h == hash)
+                .count();
+            let run_end = run_start.saturating_add(run_len.max(1));
+            if let Some(run) = by_key.get_mut(run_start..run_end) {
+                info.repeats_in(run, &mut repeated);
             }
+            run_start = run_end;
         }
-        if first_seen.iter().all(|&kept| kept) {
+        if repeated.is_empty() {
             info.by_key = by_key;
             return info;
         }
         // Line numbers move where duplicates go: index again (rare: real files have none).
-        let mut kept = first_seen.iter();
-        info.lines.retain(|_| kept.next().copied().unwrap_or(false));
+        repeated.sort_unstable();
+        let mut line = 0usize;
+        let mut drop = repeated.iter().peekable();
+        info.lines.retain(|_| {
+            let gone = drop.next_if_eq(&&line).is_some();
+            line = line.saturating_add(1);
+            !gone
+        });
         info.by_key = (0..info.lines.len())
             .map(|i| (key_hash(info.key(i)), i))
             .collect();
         info.by_key.sort_unstable();
         info
+    }
+
+    /// Adds to `repeated` the lines of `run` (lines of one hash, in line order) whose key an
+    /// earlier line of the run has.
+    fn repeats_in(&self, run: &mut [(u64, usize)], repeated: &mut Vec<usize>) {
+        if run.len() <= SHORT_RUN {
+            for (i, &(_, line)) in run.iter().enumerate() {
+                let key = self.key(line);
+                let seen = run.get(..i).unwrap_or(&[]);
+                if seen.iter().any(|&(_, earlier)| self.key(earlier) == key) {
+                    repeated.push(line);
+                }
+            }
+            return;
+        }
+        // Side by side by key, the first line first (n log n however the keys collide).
+        run.sort_unstable_by(|a, b| self.key(a.1).cmp(self.key(b.1)).then(a.1.cmp(&b.1)));
+        for pair in run.windows(2) {
+            if let [(_, first), (_, next)] = pair {
+                if self.key(*first) == self.key(*next) {
+                    repeated.push(*next);
+                }
+            }
+        }
+        // The lookups' order: by line within the hash.
+        run.sort_unstable();
     }
 
     fn key(&self, line: usize) -> &str {
@@ -127,7 +181,7 @@ impl VmcoreInfo {
         let mut seen: Vec<&[u8]> = Vec::new();
         let mut text = Vec::new();
         for source in sources {
-            let source = source.split(|&b| b == 0).next().unwrap_or(&[]);
+            let source = before_nul(source);
             if text.len().saturating_add(source.len()) > MAX_VMCOREINFO_TOTAL {
                 break;
             }
@@ -261,6 +315,35 @@ mod tests {
         assert_eq!(a.get("A"), Some("1"));
         assert_eq!(a.get("B"), Some("3"));
         assert_eq!(a.entries().count(), 2);
+    }
+
+    #[test]
+    fn a_run_of_one_hash_finds_its_repeats_either_way() {
+        // Twenty lines as if their keys all hashed alike: the long-run path (sorted by
+        // key) and the short one (pairwise) both find the later lines of a key.
+        let text: String = (0..20).map(|i| format!("K{}={i}\n", i % 7)).collect();
+        let info = VmcoreInfo::parse(text.as_bytes());
+        assert_eq!(info.entries().count(), 7);
+        assert_eq!(info.get("K3"), Some("3"));
+        // The same text with every line kept (no index, so no line dropped yet).
+        let mut info = VmcoreInfo {
+            text: text.clone(),
+            ..VmcoreInfo::default()
+        };
+        let mut at = 0;
+        for line in text.split_inclusive('\n') {
+            let body = line.trim_end_matches('\n').as_bytes();
+            info.lines.push(VmcoreInfo::split_line(body, at).unwrap());
+            at += line.len();
+        }
+        let mut all: Vec<(u64, usize)> = (0..20).map(|i| (0, i)).collect();
+        let mut long = Vec::new();
+        info.repeats_in(&mut all, &mut long);
+        long.sort_unstable();
+        assert_eq!(long, (7..20).collect::<Vec<_>>());
+        let mut short = Vec::new();
+        info.repeats_in(&mut all[..8], &mut short);
+        assert_eq!(short, vec![7]);
     }
 
     #[test]

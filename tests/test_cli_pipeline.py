@@ -459,6 +459,11 @@ def test_verbose_says_what_it_opened(corpus: Corpus) -> None:
     assert found, result.stderr
     # The System.map is parsed once; every dump's open finds it parsed.
     assert int(found.group(1)) >= len(dumps) and int(found.group(2)) == 1, result.stderr
+    # A triage of 7 dumps of one build decodes its kallsyms names and BTF once: the other
+    # six find both decoded.
+    result = run("scan", "-v", "--threads", "1", "--triage", *dumps)
+    assert result.returncode == 0, result.stderr
+    assert "; build cache: 12 hits, 2 misses\n" in result.stderr, result.stderr
 
 
 # -- crash folders ---------------------------------------------------------------------------

@@ -497,10 +497,12 @@ def _scan(args: argparse.Namespace, out: Output) -> int:
     seconds = time.perf_counter() - started
     out.emit(Record.of("summary", **counts, interrupted=interrupted, seconds=round(seconds, 3)))
     hits, misses = _native.exec_cache_stats()
+    build_hits, build_misses = _native.build_cache_stats()
     out.note(
         f"scanned {sum(counts.values())} dumps in {seconds:.2f} s "
         f"({args.threads or os.cpu_count() or 1} threads); "
-        f"exec cache: {hits} hits, {misses} misses"
+        f"exec cache: {hits} hits, {misses} misses; "
+        f"build cache: {build_hits} hits, {build_misses} misses"
     )
     if interrupted:
         raise KeyboardInterrupt

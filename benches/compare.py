@@ -139,10 +139,16 @@ TARGETS = [
     Target("S1", is_paging, "paging ELF", KVM, LKF, 5),
     Target("S1", is_kdump, "kdump files", KVM, DRGN, 2),
     Target("S1", is_flattened, "flattened file", KVM, DRGN, 5),
+    # Issue 11: every open at least drgn's, the plain ELF included.
+    Target("S1", every, "every dump", KVM, DRGN, 1, "every open"),
     Target("S2", every, "every dump", KVM_PARSE, DRGN, 30, "load_debug_info, as specified"),
-    Target("S2", every, "every dump", KVM_PARSE, DRGN_SYMTAB, 30, "drgn's symtab-only way"),
+    # Issue 11: the cold vmlinux 2x drgn's symtab-only way, the cached exec file 30x.
+    Target("S2", every, "every dump", KVM_PARSE, DRGN_SYMTAB, 2, "cold, drgn's symtab-only way"),
+    Target("S2", every, "every dump", KVM_CACHED, DRGN_SYMTAB, 30, "exec file cached"),
     Target("S3", is_kdump, "compressed kdump", KVM, DRGN, 2),
     Target("S4", is_paging, "paging ELF", KVM, LKF, 20),
+    # Issue 11: warm 8-byte reads 1.5x drgn.
+    Target("S5", every, "every dump", KVM, DRGN, 1.5, "warm 8-byte reads"),
 ]
 
 
